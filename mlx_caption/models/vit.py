@@ -1,0 +1,251 @@
+"""MLX-native CLIP vision transformer with Hugging Face parameter names.
+
+Same computation as ``transformers``' ``CLIPVisionModel`` (and ``...WithProjection``):
+patch embedding, class token, learned positions, ``pre_layrnorm``, pre-LN encoder blocks,
+``post_layernorm`` on the class token, optional ``visual_projection``. Parameter names are
+HF's with the ``vision_model.`` prefix removed, so a converted checkpoint loads with
+``load_weights`` and no renaming. The only layout change is the patch-embedding kernel,
+stored OHWI because the input is NHWC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_caption import backend
+from mlx_caption.config import VisionConfig
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+# Taylor coefficients of 2^f = e^(f ln2) on f in [-0.5, 0.5]; degree 6 gives ~2e-8 relative
+# error there, below float32 rounding.
+_EXP2_COEFFS = [_LN2**k / math.factorial(k) for k in range(7)]
+
+
+def _exp2(t: mx.array) -> mx.array:
+    """2**t from multiply/add only: 2**round(t) via the float exponent bits, 2**frac by polynomial.
+
+    MLX's CPU ``exp``/``sigmoid`` are scalar libm calls; this vectorises and fuses under
+    ``mx.compile``. ``t`` is clamped so the exponent field never overflows (no inf/NaN).
+    """
+    t = mx.clip(t, -126.0, 126.0)
+    n = mx.round(t)
+    f = t - n
+    p = _EXP2_COEFFS[-1]
+    for c in reversed(_EXP2_COEFFS[:-1]):
+        p = p * f + c
+    bits = mx.left_shift(n.astype(mx.int32) + 127, 23)
+    return p * mx.view(bits, mx.float32)
+
+
+@mx.compile
+def _fast_sigmoid_1702(x: mx.array) -> mx.array:
+    return 1.0 / (1.0 + _exp2(x * (-1.702 * _LOG2E)))
+
+
+@mx.compile
+def _fast_quick_gelu_fwd(x: mx.array) -> mx.array:
+    return x / (1.0 + _exp2(x * (-1.702 * _LOG2E)))
+
+
+@mx.compile
+def _fast_quick_gelu_grad(x: mx.array, cotangent: mx.array) -> mx.array:
+    s = _fast_sigmoid_1702(x)
+    return cotangent * s * (1.0 + 1.702 * x * (1.0 - s))
+
+
+@mx.custom_function
+def fast_quick_gelu(x: mx.array) -> mx.array:
+    """``x * sigmoid(1.702 x)`` with a bit-shift exp2; max abs error vs exact below 1e-5.
+
+    The bit-cast has no derivative in MLX, so the gradient is given explicitly:
+    ``s + 1.702 x s (1 - s)`` with ``s = sigmoid(1.702 x)``.
+    """
+    return _fast_quick_gelu_fwd(x)
+
+
+@fast_quick_gelu.vjp
+def _fast_quick_gelu_vjp(primals, cotangent, output):
+    # With a single input MLX passes the primal itself and expects a single cotangent back.
+    return _fast_quick_gelu_grad(primals, cotangent)
+
+
+def quick_gelu(x: mx.array) -> mx.array:
+    """CLIP's ``quick_gelu``: the fast polynomial form on the CPU, MLX's own on a GPU."""
+    if backend.on_gpu():
+        return nn.gelu_fast_approx(x)
+    return fast_quick_gelu(x)
+
+
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": nn.gelu}
+
+
+@dataclass
+class VisionOutput:
+    """What :class:`VisionTransformer` returns (the fields of HF's vision model output)."""
+
+    last_hidden_state: mx.array  # (B, T, D), T = 1 + patches
+    pooler_output: mx.array  # (B, D): post_layernorm(class token)
+    image_embeds: mx.array | None = None  # (B, P) when the model has a visual_projection
+    hidden_states: tuple[mx.array, ...] | None = None  # pre_layrnorm output + every layer's
+
+
+class PatchEmbedding(nn.Module):
+    """Stride-``p`` convolution without bias, run as one matmul over flattened patches.
+
+    The kernel is stored OHWI (``(D, p, p, C)``) like an MLX ``Conv2d``; because the patches
+    do not overlap, reshaping the NHWC image into ``(B*N, p*p*C)`` rows and multiplying by
+    the flattened kernel gives the same result as ``conv2d`` and is faster on the CPU.
+    """
+
+    def __init__(self, channels: int, dim: int, patch: int):
+        super().__init__()
+        self.patch = patch
+        scale = 1.0 / math.sqrt(channels * patch * patch)
+        self.weight = mx.random.uniform(-scale, scale, (dim, patch, patch, channels))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        b, h, w, c = x.shape
+        p = self.patch
+        gh, gw = h // p, w // p
+        x = x.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, gh * gw, p * p * c)
+        return x @ self.weight.reshape(self.weight.shape[0], -1).T
+
+
+class VisionEmbeddings(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.image_size = cfg.image_size
+        self.class_embedding = mx.zeros((cfg.hidden_size,))
+        self.patch_embedding = PatchEmbedding(cfg.num_channels, cfg.hidden_size, cfg.patch_size)
+        self.position_embedding = nn.Embedding(cfg.num_tokens, cfg.hidden_size)
+
+    def __call__(self, pixels: mx.array) -> mx.array:
+        b, h, w, _ = pixels.shape
+        if h != self.image_size or w != self.image_size:
+            raise ValueError(
+                f"input is {h}x{w} but the model expects {self.image_size}x{self.image_size}"
+            )
+        patches = self.patch_embedding(pixels)
+        cls = mx.broadcast_to(self.class_embedding.astype(patches.dtype), (b, 1, patches.shape[-1]))
+        return mx.concatenate([cls, patches], axis=1) + self.position_embedding.weight
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/out projections (HF names)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden_size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        b, t, d = x.shape
+        h = self.heads
+
+        def split(y: mx.array) -> mx.array:
+            return y.reshape(b, t, h, d // h).transpose(0, 2, 1, 3)
+
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.out_proj(o.transpose(0, 2, 1, 3).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: str):
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unsupported hidden_act {act!r}; expected one of {list(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[act]
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.self_attn = Attention(d, cfg.num_attention_heads)
+        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
+        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.layers = [EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+
+
+def _checkpointed(layer: EncoderLayer, x: mx.array) -> mx.array:
+    """Run ``layer`` under ``mx.checkpoint``: activations are recomputed in the backward pass.
+
+    The parameters go in as explicit inputs so gradients still reach them.
+    """
+
+    def inner(params, y):
+        layer.update(params)
+        return EncoderLayer.__call__(layer, y)
+
+    return mx.checkpoint(inner)(layer.trainable_parameters(), x)
+
+
+class VisionTransformer(nn.Module):
+    """CLIP ViT over NHWC float pixels; ``model.config`` is its :class:`VisionConfig`.
+
+    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
+    (only while ``model.training``), trading compute for memory when fine-tuning.
+    """
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.config = cfg
+        self.grad_checkpoint = False
+        self.embeddings = VisionEmbeddings(cfg)
+        self.pre_layrnorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.encoder = Encoder(cfg)
+        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        if cfg.projection_dim:
+            self.visual_projection = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
+
+    @property
+    def layers(self) -> list[EncoderLayer]:
+        """The encoder blocks, first to last (for freezing the first N)."""
+        return self.encoder.layers
+
+    def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
+        x = self.pre_layrnorm(self.embeddings(pixels))
+        hidden = [x] if output_hidden_states else None
+        checkpoint = self.grad_checkpoint and self.training
+        for layer in self.encoder.layers:
+            x = _checkpointed(layer, x) if checkpoint else layer(x)
+            if hidden is not None:
+                hidden.append(x)
+        pooled = self.post_layernorm(x[:, 0])
+        embeds = self.visual_projection(pooled) if "visual_projection" in self else None
+        return VisionOutput(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            image_embeds=embeds,
+            hidden_states=tuple(hidden) if hidden is not None else None,
+        )

@@ -1,0 +1,133 @@
+"""The MLX CLIP ViT against transformers' CLIPVisionModel on random-initialised checkpoints."""
+
+import json
+
+import mlx.core as mx  # noqa: I001
+import mlx.nn as nn
+import numpy as np
+import pytest
+from clip_fixtures import make_hf_clip, torch_vision_forward
+
+import mlx_caption  # noqa: F401  (before mlx.core)
+from mlx_caption.convert import sanitize, vision_config_from_hf
+from mlx_caption.models.vit import VisionOutput, VisionTransformer, fast_quick_gelu, quick_gelu
+
+TOL = 1e-4
+
+
+def mlx_from_torch(model) -> VisionTransformer:
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    has_proj = "visual_projection.weight" in state
+    cfg = vision_config_from_hf(json.loads(model.config.to_json_string()), None, has_proj)
+    vit = VisionTransformer(cfg)
+    vit.load_weights([(k, mx.array(v)) for k, v in sanitize(state).items()], strict=True)
+    vit.eval()
+    return vit
+
+
+def max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32))))
+
+
+@pytest.mark.parametrize(
+    "kind,geometry,act",
+    [
+        ("vision", "B/32", "quick_gelu"),
+        ("vision_proj", "B/16", "quick_gelu"),
+        ("clip", "L/14-336", "quick_gelu"),
+        ("vision_proj", "B/32", "gelu"),  # OpenCLIP LAION checkpoints use exact gelu
+    ],
+)
+def test_parity_with_transformers(kind, geometry, act):
+    torch_model = make_hf_clip(kind, seed=1, geometry=geometry, hidden_act=act)
+    vit = mlx_from_torch(torch_model)
+    size = vit.config.image_size
+    pixels = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
+    ref = torch_vision_forward(torch_model, pixels)
+    out = vit(mx.array(pixels), output_hidden_states=True)
+    assert isinstance(out, VisionOutput)
+    assert out.last_hidden_state.shape == (2, vit.config.num_tokens, 32)
+    assert max_diff(out.last_hidden_state, ref["last_hidden_state"]) < TOL
+    assert max_diff(out.pooler_output, ref["pooler_output"]) < TOL
+    assert len(out.hidden_states) == len(ref["hidden_states"]) == vit.config.num_hidden_layers + 1
+    for mine, theirs in zip(out.hidden_states, ref["hidden_states"], strict=True):
+        assert max_diff(mine, theirs) < TOL
+    if kind == "vision":
+        assert out.image_embeds is None
+    else:
+        assert out.image_embeds.shape == (2, 16)
+        assert max_diff(out.image_embeds, ref["image_embeds"]) < TOL
+
+
+def test_hidden_states_off_by_default_and_layers_exposed():
+    vit = mlx_from_torch(make_hf_clip("vision", geometry="tiny"))
+    out = vit(mx.zeros((1, 64, 64, 3)))
+    assert out.hidden_states is None
+    assert vit.layers is vit.encoder.layers and len(vit.layers) == 2
+    names = dict(nn.utils.tree_flatten(vit.parameters()))
+    assert names["embeddings.patch_embedding.weight"].shape == (32, 16, 16, 3)  # OHWI
+    assert "encoder.layers.1.self_attn.q_proj.weight" in names
+    assert "pre_layrnorm.bias" in names and "post_layernorm.weight" in names
+
+
+def test_patch_embedding_matches_conv2d():
+    vit = mlx_from_torch(make_hf_clip("vision", geometry="tiny"))
+    x = mx.random.normal((2, 64, 64, 3))
+    w = vit.embeddings.patch_embedding.weight
+    conv = mx.conv2d(x, w, stride=16).reshape(2, -1, 32)
+    assert max_diff(vit.embeddings.patch_embedding(x), conv) < 1e-5
+
+
+def test_wrong_image_size_is_rejected():
+    vit = mlx_from_torch(make_hf_clip("vision", geometry="tiny"))
+    with pytest.raises(ValueError, match="expects 64x64"):
+        vit(mx.zeros((1, 32, 32, 3)))
+
+
+def test_fast_quick_gelu_error_bound():
+    xs = np.concatenate(
+        [np.linspace(-20, 20, 400001), np.array([-1e30, -1e4, -200, -88, 88, 200, 1e4, 1e30])]
+    ).astype(np.float32)
+    got = np.array(fast_quick_gelu(mx.array(xs)))
+    x64 = xs.astype(np.float64)
+    exact = x64 / (1.0 + np.exp(np.clip(-1.702 * x64, -700, 700)))
+    assert np.all(np.isfinite(got))
+    # Absolute error 1e-5 for moderate inputs; for |x| huge only float32 rounding remains.
+    err = np.abs(got - exact) / np.maximum(1.0, np.abs(exact) * 1e-2)
+    assert err.max() < 1e-5, err.max()
+    small = np.abs(xs) <= 20
+    assert np.abs(got[small] - exact[small]).max() < 1e-5
+    # At the tails the positive side is x itself and the negative side is (close to) 0.
+    assert got[-1] == np.float32(1e30) and abs(got[-8]) < 1e-7
+
+
+def test_quick_gelu_dispatch_matches_reference():
+    x = mx.random.normal((64, 128)) * 6
+    ref = x * mx.sigmoid(1.702 * x)
+    assert max_diff(quick_gelu(x), ref) < 1e-5
+
+
+def test_grad_checkpoint_gives_same_gradients():
+    vit = mlx_from_torch(make_hf_clip("vision", geometry="tiny"))
+    vit.train()
+    x = mx.random.normal((2, 64, 64, 3))
+
+    def loss(model):
+        return (model(x).last_hidden_state ** 2).mean()
+
+    grad_fn = nn.value_and_grad(vit, loss)
+    v0, g0 = grad_fn(vit)
+    vit.grad_checkpoint = True
+    v1, g1 = grad_fn(vit)
+    assert abs(v0.item() - v1.item()) < 1e-6
+    flat0, flat1 = dict(nn.utils.tree_flatten(g0)), dict(nn.utils.tree_flatten(g1))
+    assert flat0.keys() == flat1.keys() and len(flat0) > 10
+    for k in flat0:
+        assert max_diff(flat0[k], flat1[k]) < 1e-5, k
+
+
+def test_fast_quick_gelu_gradient():
+    x = mx.random.normal((4096,)) * 8
+    got = mx.grad(lambda y: fast_quick_gelu(y).sum())(x)
+    ref = mx.grad(lambda y: (y * mx.sigmoid(1.702 * y)).sum())(x)
+    assert max_diff(got, ref) < 1e-5
