@@ -81,7 +81,7 @@ def vision_config_from_hf(
     return cfg
 
 
-_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 
 
 def preprocess_config_from_hf(pre: dict, image_size: int) -> PreprocessConfig:

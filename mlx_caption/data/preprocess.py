@@ -1,0 +1,136 @@
+"""Exact CLIP preprocessing with Pillow and NumPy.
+
+Matches ``transformers``' ``CLIPImageProcessorPil`` step for step: RGB conversion
+(transparency composited on white), resize of the shortest side with the checkpoint's
+filter (long side ``int(size * long / short)``), center crop (zero padding if too small),
+rescale in float64 then float32, normalize in float32. The output is NHWC-ready
+``(H, W, 3)`` float32.
+
+Beyond transformers: EXIF orientation is applied, and 16-bit images are scaled to 8 bits
+instead of being clipped at 255.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mlx_caption.config import PreprocessConfig
+from mlx_caption.errors import UserError
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or "<file object>"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of ``img``: alpha over white (as transformers does), 16-bit scaled to 8."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # Pillow's own I;16 -> RGB clips at 255 (a 16-bit image turns white); scale instead.
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "I" and arr.max(initial=0) <= 255:
+            scaled = arr
+        else:
+            scaled = arr / 257.0
+        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = "A" in img.getbands() or img.info.get("transparency") is not None
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: str | os.PathLike | BinaryIO | bytes) -> Image.Image:
+    """Open an image file (path, bytes or binary file object) as an RGB ``PIL.Image``.
+
+    The whole file is decoded now, so a truncated or corrupt file fails here, with a
+    :class:`UserError` naming it, rather than later inside a batch. EXIF orientation is
+    applied, transparency composited on white, and grayscale, palette, CMYK and 16-bit
+    images converted to 8-bit RGB.
+    """
+    name = _describe(source) if not isinstance(source, bytes) else "<bytes>"
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise UserError(f"image not found: {name}")
+    try:
+        with Image.open(source) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except UnidentifiedImageError:
+        raise UserError(f"not an image (unrecognised format): {name}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        # Pillow signals truncated/corrupt data with OSError (and SyntaxError for some formats).
+        raise UserError(f"cannot read image {name}: {err}") from None
+
+
+def resize_shortest_edge(img: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size``; the longer side is ``int(size * long / short)``."""
+    if resample not in RESAMPLE:
+        raise UserError(f"unknown resample filter {resample!r}; choose from {sorted(RESAMPLE)}")
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return img.resize((new_w, new_h), resample=RESAMPLE[resample])
+
+
+def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """Center crop ``(H, W, C)`` to ``size x size``; pads with zeros where the image is smaller."""
+    h, w = arr.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    if top >= 0 and left >= 0:
+        return arr[top : top + size, left : left + size]
+    # Same placement as transformers: pad to at least size x size, centred (ceil), then crop.
+    nh, nw = max(size, h), max(size, w)
+    padded = np.zeros((nh, nw) + arr.shape[2:], dtype=arr.dtype)
+    tp, lp = -(-(nh - h) // 2), -(-(nw - w) // 2)
+    padded[tp : tp + h, lp : lp + w] = arr
+    top, left = top + tp, left + lp
+    return padded[max(0, top) : min(nh, top + size), max(0, left) : min(nw, left + size)]
+
+
+def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """CLIP preprocessing of one image: ``(crop, crop, 3)`` float32, normalized."""
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    img = resize_shortest_edge(img, cfg.resize_shortest_edge, cfg.resample)
+    arr = np.asarray(img)
+    if cfg.do_center_crop:
+        arr = center_crop(arr, cfg.crop_size)
+    # float64 multiply then float32, as transformers' rescale does (bit-identical results).
+    x = (arr.astype(np.float64) * cfg.rescale_factor).astype(np.float32)
+    mean = np.asarray(cfg.image_mean, dtype=np.float32)
+    std = np.asarray(cfg.image_std, dtype=np.float32)
+    return (x - mean) / std
+
+
+def preprocess_paths(
+    paths: Iterable[str | os.PathLike] | Sequence[str | os.PathLike], cfg: PreprocessConfig
+) -> np.ndarray:
+    """Load and preprocess image files in order: ``(N, crop, crop, 3)`` float32."""
+    arrays = [preprocess_image(load_image(p), cfg) for p in paths]
+    if not arrays:
+        return np.zeros((0, cfg.crop_size, cfg.crop_size, 3), dtype=np.float32)
+    return np.stack(arrays)
