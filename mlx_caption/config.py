@@ -137,3 +137,149 @@ class CaptionerConfig:
             "encoder_name": self.encoder_name,
             "projector": self.projector,
         }
+
+
+# --------------------------------------------------------------------------- training recipe
+
+
+def _section(cls, data: dict[str, Any] | None, where: str):
+    """Build a nested section, refusing unknown keys: a typo in a recipe must not pass silently."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        from mlx_caption.errors import UserError
+
+        raise UserError(
+            f"unknown key(s) in training config section {where!r}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(names))})"
+        )
+    return cls(**data)
+
+
+@dataclass
+class TrainModelConfig:
+    """What to train: the encoder source, how much of it trains, and the decoder size."""
+
+    # "scratch" (random init from ``vision``), a zoo name, or a converted encoder folder.
+    encoder: str = "scratch"
+    vision: dict[str, Any] | None = None  # VisionConfig fields, used when encoder == "scratch"
+    # "frozen": encoder fixed, features cached; "finetune": encoder blocks train too.
+    encoder_mode: str = "frozen"
+    finetune_last_n: int | None = None  # finetune: the last N blocks (None = whole encoder)
+    grad_checkpoint: bool = False  # recompute encoder activations in the backward pass
+    decoder: str | dict[str, Any] = "tiny"  # a zoo DECODER_PRESETS name or DecoderConfig fields
+    decoder_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {dropout: 0.0}
+    projector: str = "linear"
+
+
+@dataclass
+class TrainDataConfig:
+    """Where the captions and images come from, and how captions become tokens."""
+
+    format: str = "karpathy"  # a data/sources.py format, ignored when ``synthetic`` is set
+    annotations: str | None = None
+    images: str | None = None
+    # Generate a synthetic set on the fly: {images: N, size: 64, seed: 0}.
+    synthetic: dict[str, Any] | None = None
+    tokenizer: str | None = None  # tokenizer.json path or hub id; None = train on train captions
+    vocab_size: int = 8192  # when the tokenizer is trained here
+    max_length: int = 32  # caption tokens per row (with <start>/<end>), fixed so nothing recompiles
+    train_split: str = "train"
+    val_split: str = "val"
+    # Rows per image in one step: 1 = one random caption per image, 5 = all five (a batch of
+    # 250 rows then holds 50 images).
+    captions_per_image: int = 1
+
+
+@dataclass
+class TrainOptimConfig:
+    """AdamW with linear warmup and cosine decay; a separate (lower) lr for encoder weights."""
+
+    lr: float = 3e-4
+    encoder_lr: float | None = None  # None = lr / 10
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 500
+    schedule: str = "cosine"  # "cosine" | "linear" | "constant" (after warmup)
+    min_lr_ratio: float = 0.0  # lr at the end of decay, as a fraction of the peak
+    grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
+    # False: biases, norms and position embeddings are not decayed (the usual practice);
+    # True: plain AdamW decay on every parameter.
+    decay_all: bool = False
+
+
+@dataclass
+class TrainEvalConfig:
+    """Validation: teacher-forced loss plus greedy captions scored by caption metrics."""
+
+    every_steps: int | None = None  # None = after each epoch
+    val_images: int = 500  # fixed validation subset (first N images of the val split)
+    batch_size: int = 50
+    max_length: int = 32  # generation length limit
+    metrics_tokenizer: str = "auto"  # metrics.score_captions tokenizer: auto | java | python
+    generate: bool = True  # False = validation loss only (fast)
+    best_metric: str = "CIDEr"
+
+
+@dataclass
+class TrainCheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every_steps: int = 500
+    keep_last: int = 3
+    keep_best: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe (``configs/*.yaml``): nested sections plus the loop's own settings."""
+
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
+    checkpoint: TrainCheckpointConfig = field(default_factory=TrainCheckpointConfig)
+    epochs: int = 20
+    max_steps: int | None = None  # stop early after this many optimizer steps
+    batch_size: int = 64  # caption rows per global step (all ranks together)
+    label_smoothing: float = 0.1
+    seed: int = 0
+    compile: bool = True
+    log_every: int = 10
+    # Debug hook for tests: poison a weight with NaN before this step (never use in a recipe).
+    nan_at_step: int | None = None
+
+    _SECTIONS = {
+        "model": TrainModelConfig,
+        "data": TrainDataConfig,
+        "optim": TrainOptimConfig,
+        "eval": TrainEvalConfig,
+        "checkpoint": TrainCheckpointConfig,
+    }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a (YAML-loaded) dict; unknown keys are errors, missing keys take defaults."""
+        data = dict(data or {})
+        kwargs = {
+            name: _section(sec, data.pop(name, None), name) for name, sec in cls._SECTIONS.items()
+        }
+        top = {f.name for f in dataclasses.fields(cls)} - set(cls._SECTIONS)
+        unknown = sorted(set(data) - top)
+        if unknown:
+            from mlx_caption.errors import UserError
+
+            raise UserError(
+                f"unknown top-level key(s) in training config: {', '.join(unknown)} "
+                f"(sections: {', '.join(cls._SECTIONS)}; keys: {', '.join(sorted(top))})"
+            )
+        cfg = cls(**kwargs, **data)
+        cfg.optim.betas = tuple(cfg.optim.betas)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["optim"]["betas"] = list(self.optim.betas)
+        return d

@@ -1,0 +1,300 @@
+"""Training checkpoints: atomic save, load, resume, keep-last-K and best.
+
+A checkpoint is a folder (``<run>/ckpt-<step>``)::
+
+    model.safetensors  config.json  tokenizer.json    written by models.captioner.save_captioner
+    optimizer.safetensors                             tree_flatten(optimizer.state)
+    state.json                                        step, epoch, batch offset, RNG, metrics, config
+
+It is written into a hidden temporary folder next to its final place and renamed, so a crash
+(or ``kill -9``) never leaves half a checkpoint where a resume would find it. A model with a
+non-finite weight is refused: a diverged run must not overwrite the last good state.
+The ``best`` folder is a hard-linked copy of the checkpoint with the best validation score
+(hard links are safe because checkpoint files are never modified in place).
+Nothing is pickled: arrays are safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_caption.errors import UserError
+
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+BEST = "best"
+_CKPT_RE = re.compile(r"^ckpt-(\d+)$")
+
+ModelWriter = Callable[[nn.Module, Any, Path], None]
+
+
+class NonFiniteWeights(RuntimeError):
+    """Raised instead of writing a checkpoint whose model holds NaN or inf."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved as state.json and enough to resume exactly."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # epoch in progress
+    batch_offset: int = 0  # batches of ``epoch`` already consumed
+    total_steps: int = 0  # the schedule's length (fixed at the start of the run)
+    rng: list[int] = field(default_factory=list)  # mx.random.state[0] as ints
+    seed: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"}
+    config: dict[str, Any] = field(default_factory=dict)  # TrainConfig.to_dict()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "mlx-caption-train-state/1",
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_offset": self.batch_offset,
+            "schedule": {"step": self.step, "total_steps": self.total_steps},
+            "rng": {"mlx": self.rng, "seed": self.seed},
+            "history": self.history,
+            "best": self.best,
+            "config": self.config,
+            "extra": self.extra,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        return cls(
+            step=int(d["step"]),
+            epoch=int(d["epoch"]),
+            batch_offset=int(d["batch_offset"]),
+            total_steps=int(d.get("schedule", {}).get("total_steps", 0)),
+            rng=list(d.get("rng", {}).get("mlx", [])),
+            seed=int(d.get("rng", {}).get("seed", 0)),
+            history=list(d.get("history", [])),
+            best=d.get("best"),
+            config=dict(d.get("config", {})),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+# ----------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> list[int]:
+    """MLX's global random key as plain ints (JSON-friendly)."""
+    return [int(v) for v in np.array(mx.random.state[0]).ravel()]
+
+
+def set_rng_state(values: list[int]) -> None:
+    """Restore the key in place: a compiled step captured the ``mx.random.state`` object."""
+    if values:
+        mx.random.state[0] = mx.array(np.array(values, dtype=np.uint32))
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def all_finite(tree: Any) -> bool:
+    """True when every floating array in ``tree`` is free of NaN and inf."""
+    checks = [
+        mx.all(mx.isfinite(v))
+        for _, v in tree_flatten(tree)
+        if isinstance(v, mx.array) and mx.issubdtype(v.dtype, mx.floating)
+    ]
+    if not checks:
+        return True
+    return bool(mx.all(mx.stack(checks)).item())
+
+
+def _default_writer(model: nn.Module, tokenizer: Any, path: Path) -> None:
+    from mlx_caption.models.captioner import save_captioner
+
+    save_captioner(model, tokenizer, path)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    model: nn.Module,
+    tokenizer: Any,
+    optimizer: Any,
+    state: TrainState,
+    *,
+    keep_last: int | None = None,
+    write_model: ModelWriter | None = None,
+) -> Path:
+    """Write ``<run_dir>/ckpt-<step>`` atomically and prune to the last ``keep_last``.
+
+    Raises :class:`NonFiniteWeights` (writing nothing) if a weight is NaN or inf.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not all_finite(model.parameters()):
+        raise NonFiniteWeights(f"refusing to save step {state.step}: the model has NaN/inf weights")
+    final = run_dir / f"ckpt-{state.step}"
+    tmp = run_dir / f".tmp-ckpt-{state.step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (write_model or _default_writer)(model, tokenizer, tmp)
+    opt = dict(tree_flatten(optimizer.state))
+    mx.save_safetensors(str(tmp / OPTIMIZER_FILE), opt, metadata={"format": "mlx"})
+    _write_json(tmp / STATE_FILE, state.to_dict())
+    _fsync_dir(tmp)
+    _replace_dir(tmp, final)
+    if keep_last is not None:
+        prune(run_dir, keep_last)
+    return final
+
+
+def mark_best(run_dir: str | Path, ckpt: str | Path, metric: str, value: float) -> Path:
+    """Make ``<run_dir>/best`` a copy (hard links) of ``ckpt`` and record why in best.json."""
+    run_dir, ckpt = Path(run_dir), Path(ckpt)
+    tmp = run_dir / f".tmp-best-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(ckpt, tmp, copy_function=_link_or_copy)
+    _write_json(tmp / "best.json", {"metric": metric, "value": value, "source": ckpt.name})
+    _replace_dir(tmp, run_dir / BEST)
+    return run_dir / BEST
+
+
+def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` ckpt-* folders (``best`` is separate); return them."""
+    ckpts = list_checkpoints(run_dir)
+    doomed = ckpts[: max(0, len(ckpts) - max(1, keep_last))]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    # Leftovers of a crash in the middle of a save are never resumed from: clean them up.
+    for tmp in Path(run_dir).glob(".tmp-*"):
+        if not tmp.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return doomed
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete ckpt-<step> folders of a run, oldest first."""
+    run_dir = Path(run_dir)
+    found = []
+    if run_dir.is_dir():
+        for p in run_dir.iterdir():
+            m = _CKPT_RE.match(p.name)
+            if m and (p / STATE_FILE).is_file():
+                found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint, a run folder (its latest) or ``<run>/latest``."""
+    path = Path(path)
+    if path.name == "latest":
+        path = path.parent
+    if (path / STATE_FILE).is_file():
+        return path
+    ckpts = list_checkpoints(path)
+    if ckpts:
+        return ckpts[-1]
+    raise UserError(f"no checkpoint found in {path} (expected ckpt-<step>/ with {STATE_FILE})")
+
+
+def read_state(ckpt: str | Path) -> TrainState:
+    """The state.json of a checkpoint folder."""
+    path = Path(ckpt) / STATE_FILE
+    try:
+        return TrainState.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot read training state {path}: {err}") from err
+
+
+def load_optimizer_state(ckpt: str | Path) -> dict[str, Any]:
+    """The optimizer state tree saved in a checkpoint (assign it to ``optimizer.state``)."""
+    path = Path(ckpt) / OPTIMIZER_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: this folder is a model, not a training checkpoint")
+    return tree_unflatten(list(mx.load(str(path)).items()))
+
+
+def restore_optimizer(optimizer: Any, ckpt: str | Path, parameters: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state into ``optimizer`` (initialized for ``parameters``)."""
+    state = load_optimizer_state(ckpt)
+    try:
+        optimizer.state = state
+        optimizer.init(parameters)
+    except (ValueError, KeyError, IndexError) as err:
+        raise UserError(f"optimizer state in {ckpt} does not fit this model/recipe: {err}") from err
+    # A state that init() had to extend means the trainable set changed: moments would be lost.
+    expected = {k for k, _ in tree_flatten(optimizer.state)}
+    saved = {k for k, _ in tree_flatten(state)}
+    if expected != saved:
+        missing = sorted(expected - saved)[:3]
+        raise UserError(
+            f"optimizer state in {ckpt} does not match the trainable parameters "
+            f"(e.g. missing {missing}); resume with the same recipe"
+        )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, mx.array):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _fsync_dir(path: Path) -> None:
+    # Flush file data before the rename makes the folder visible (crash consistency).
+    for f in path.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then removed."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

@@ -1,0 +1,131 @@
+"""Learning-rate schedules and the AdamW parameter groups the trainer uses.
+
+A schedule is an optax-style callable ``step -> lr`` on ``mx.array`` steps, so it can be
+handed to ``mlx.optimizers.AdamW(learning_rate=...)``: the optimizer keeps ``step`` in its own
+state, which the checkpoint saves, so a resumed run continues at exactly the same lr.
+
+Parameter groups (encoder vs. the rest, and optionally decayed vs. not-decayed weights) are
+separate AdamW instances under one ``MultiOptimizer``. Every group exists whether or not it
+has parameters, so the optimizer state always has the same structure for a given recipe and
+``tree_flatten(optimizer.state)`` round-trips through safetensors without special cases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+
+from mlx_caption.config import TrainOptimConfig
+from mlx_caption.errors import UserError
+
+Schedule = Callable[[mx.array], mx.array]
+
+# Group order is part of the checkpoint format (optimizer.safetensors keys "states.<i>.*").
+GROUPS = ("encoder_decay", "encoder_no_decay", "decay", "no_decay")
+
+
+def lr_at(
+    step: int | float,
+    peak: float,
+    warmup_steps: int,
+    total_steps: int,
+    kind: str = "cosine",
+    min_ratio: float = 0.0,
+) -> float:
+    """The learning rate after ``step`` optimizer updates (plain Python, for logs and tests)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if kind == "constant":
+        return peak
+    decay = max(1, total_steps - warmup_steps)
+    t = min(1.0, max(0.0, (step - warmup_steps) / decay))
+    floor = peak * min_ratio
+    if kind == "linear":
+        return floor + (peak - floor) * (1.0 - t)
+    if kind == "cosine":
+        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise UserError(f"unknown lr schedule {kind!r} (use cosine, linear or constant)")
+
+
+def warmup_decay(
+    peak: float,
+    warmup_steps: int,
+    total_steps: int,
+    kind: str = "cosine",
+    min_ratio: float = 0.0,
+) -> Schedule:
+    """Linear warmup from ``peak / warmup_steps`` to ``peak``, then cosine/linear/no decay.
+
+    The first update (step 0) already uses a non-zero lr so no step is wasted. Same numbers as
+    :func:`lr_at`, computed with ``mx`` ops so it works inside a compiled step.
+    """
+    if kind not in ("cosine", "linear", "constant"):
+        raise UserError(f"unknown lr schedule {kind!r} (use cosine, linear or constant)")
+    decay = float(max(1, total_steps - warmup_steps))
+    floor = peak * min_ratio
+
+    def schedule(step: mx.array) -> mx.array:
+        s = mx.array(step).astype(mx.float32)
+        if kind == "constant":
+            after = mx.array(peak, mx.float32)
+        else:
+            t = mx.clip((s - warmup_steps) / decay, 0.0, 1.0)
+            shape = 1.0 - t if kind == "linear" else 0.5 * (1.0 + mx.cos(math.pi * t))
+            after = floor + (peak - floor) * shape
+        if warmup_steps <= 0:
+            return after
+        return mx.where(s < warmup_steps, peak * (s + 1.0) / warmup_steps, after)
+
+    return schedule
+
+
+# Learned position/class embeddings are excluded from weight decay (as norms and biases are).
+_NO_DECAY_NAMES = ("position_embedding", "class_embedding", "embed_positions", "pos_embed")
+
+
+def group_of(path: str, param: mx.array, decay_all: bool = False) -> str:
+    """Which AdamW group a parameter (dotted path from ``tree_flatten``) belongs to."""
+    encoder = path.startswith("encoder.")
+    no_decay = not decay_all and (param.ndim < 2 or any(n in path for n in _NO_DECAY_NAMES))
+    return ("encoder_" if encoder else "") + ("no_decay" if no_decay else "decay")
+
+
+def build_optimizer(
+    cfg: TrainOptimConfig, total_steps: int
+) -> tuple[optim.MultiOptimizer, dict[str, Schedule]]:
+    """AdamW groups (see :data:`GROUPS`) with their schedules, over the trainable parameters.
+
+    Returns the optimizer and the schedule of each group (for logging the current lr).
+    """
+    encoder_lr = cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr / 10
+    schedules: dict[str, Schedule] = {}
+    optimizers = []
+    for name in GROUPS:
+        peak = encoder_lr if name.startswith("encoder") else cfg.lr
+        sched = warmup_decay(peak, cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
+        schedules[name] = sched
+        wd = 0.0 if name.endswith("no_decay") else cfg.weight_decay
+        optimizers.append(
+            optim.AdamW(learning_rate=sched, betas=list(cfg.betas), eps=cfg.eps, weight_decay=wd)
+        )
+    decay_all = cfg.decay_all
+
+    def predicate(group: str) -> Callable[[str, mx.array], bool]:
+        return lambda path, p: group_of(path, p, decay_all) == group
+
+    filters = [predicate(g) for g in GROUPS[:-1]]
+    return optim.MultiOptimizer(optimizers, filters), schedules
+
+
+def group_sizes(model: nn.Module, decay_all: bool = False) -> dict[str, int]:
+    """Number of trainable scalars in each group (reported at start-up)."""
+    from mlx.utils import tree_flatten
+
+    sizes = dict.fromkeys(GROUPS, 0)
+    for path, p in tree_flatten(model.trainable_parameters()):
+        sizes[group_of(path, p, decay_all)] += p.size
+    return sizes
