@@ -1,0 +1,205 @@
+"""Multi-head attention written out (q, k, v, out projections), its masks and a KV cache.
+
+One class serves the decoder's causal self-attention and its cross-attention to the image
+tokens (``kv_dims`` may differ from the query width). Masks are boolean "may attend"
+arrays broadcastable to ``(B, heads, L_query, L_key)``; combining booleans first and turning
+them into scores once avoids the ``-inf + -inf`` and all-masked-row NaNs of additive masks.
+
+The KV cache preallocates fixed-size buffers and writes each step at an offset. Attention
+then always runs over the whole buffer, with the unwritten slots masked, so every decoding
+step has the same shapes: ``mx.compile`` traces the step once instead of once per length,
+and the cost of the few extra masked keys is negligible next to the projections.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def causal_mask(
+    query_length: int, key_length: int | None = None, offset: int | mx.array = 0
+) -> mx.array:
+    """Boolean ``(L_query, L_key)`` mask: query ``i`` (absolute position ``offset + i``)
+    may attend key ``j`` iff ``j <= offset + i``.
+
+    With a preallocated cache ``key_length`` is the buffer length, and the same rule hides
+    the slots not written yet (they lie after every query position).
+    """
+    key_length = query_length if key_length is None else key_length
+    query_pos = mx.arange(query_length) + offset
+    return mx.arange(key_length)[None, :] <= query_pos[:, None]
+
+
+def key_padding_mask(keep: mx.array) -> mx.array:
+    """``(B, L_key)`` booleans (True = a real token) -> ``(B, 1, 1, L_key)`` mask."""
+    return keep.astype(mx.bool_)[:, None, None, :]
+
+
+def combine_masks(*masks: mx.array | None) -> mx.array | None:
+    """Logical AND of boolean masks (``None`` entries are ignored); ``None`` if all are."""
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else mx.logical_and(out, m)
+    return out
+
+
+def attention_weights(
+    q: mx.array, k: mx.array, scale: float, mask: mx.array | None = None
+) -> mx.array:
+    """``softmax(q k^T * scale + mask)`` written out, ``(B, H, L_query, L_key)``.
+
+    A boolean mask replaces disallowed scores by the dtype's lowest finite value, so a row
+    with every key masked gives uniform weights instead of NaN.
+    """
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    if mask is not None:
+        if mask.dtype == mx.bool_:
+            scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask.astype(scores.dtype)
+    return mx.softmax(scores, axis=-1, precise=True)
+
+
+class KVCache:
+    """Self-attention keys and values of the tokens decoded so far, for one layer.
+
+    Buffers are ``(B, heads, max_length, head_dim)``, allocated once; ``offset`` (a Python
+    int, or an ``mx.array`` scalar inside a compiled step) counts the positions written.
+    """
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: int | mx.array = 0):
+        self.keys = keys
+        self.values = values
+        self.offset = offset
+
+    @classmethod
+    def empty(
+        cls,
+        batch: int,
+        num_heads: int,
+        max_length: int,
+        head_dim: int,
+        dtype: mx.Dtype = mx.float32,
+    ) -> KVCache:
+        """Zero buffers for ``max_length`` positions."""
+        shape = (batch, num_heads, max_length, head_dim)
+        return cls(mx.zeros(shape, dtype), mx.zeros(shape, dtype))
+
+    @property
+    def max_length(self) -> int:
+        return self.keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write ``(B, H, L, hd)`` keys/values at ``offset``, advance it by L, and return the
+        whole buffers (mask the slots after the current position, see :func:`causal_mask`)."""
+        length = keys.shape[2]
+        if isinstance(self.offset, int):
+            if self.offset + length > self.max_length:
+                raise ValueError(
+                    f"KV cache holds {self.max_length} positions; "
+                    f"cannot write {length} at offset {self.offset}"
+                )
+            start = mx.array([self.offset])
+        else:
+            start = self.offset.reshape(1).astype(mx.int32)
+        self.keys = mx.slice_update(self.keys, keys.astype(self.keys.dtype), start, axes=(2,))
+        self.values = mx.slice_update(
+            self.values, values.astype(self.values.dtype), start, axes=(2,)
+        )
+        self.offset = self.offset + length
+        return self.keys, self.values
+
+    def reorder(self, indices: mx.array) -> None:
+        """Keep batch rows ``indices`` (beam search moves each beam's history with it)."""
+        self.keys = self.keys[indices]
+        self.values = self.values[indices]
+
+    @property
+    def state(self) -> tuple[mx.array, mx.array]:
+        return self.keys, self.values
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``.
+
+    Args:
+        dims: query (and output) width.
+        num_heads: number of heads; ``dims`` must divide evenly.
+        kv_dims: width of the key/value source (image tokens in cross-attention);
+            defaults to ``dims``.
+        bias: whether the projections have biases.
+    """
+
+    def __init__(self, dims: int, num_heads: int, kv_dims: int | None = None, bias: bool = True):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f"width {dims} is not divisible by {num_heads} heads")
+        kv_dims = dims if kv_dims is None else kv_dims
+        self.num_heads = num_heads
+        self.head_dim = dims // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.q_proj = nn.Linear(dims, dims, bias=bias)
+        self.k_proj = nn.Linear(kv_dims, dims, bias=bias)
+        self.v_proj = nn.Linear(kv_dims, dims, bias=bias)
+        self.out_proj = nn.Linear(dims, dims, bias=bias)
+
+    def _split_heads(self, x: mx.array) -> mx.array:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def project_kv(self, source: mx.array) -> tuple[mx.array, mx.array]:
+        """Keys and values ``(B, H, S, hd)`` of a ``(B, S, kv_dims)`` source.
+
+        Cross-attention calls this once per image and passes the result as ``kv`` at every
+        decoding step.
+        """
+        return self._split_heads(self.k_proj(source)), self._split_heads(self.v_proj(source))
+
+    def __call__(
+        self,
+        x: mx.array,
+        source: mx.array | None = None,
+        *,
+        kv: tuple[mx.array, mx.array] | None = None,
+        mask: mx.array | str | None = None,
+        cache: KVCache | None = None,
+        return_weights: bool = False,
+    ) -> mx.array | tuple[mx.array, mx.array]:
+        """Attend from ``x`` (B, L, dims) to ``source`` (cross) or to ``x`` itself (self).
+
+        Args:
+            source: keys/values come from here when given (cross-attention).
+            kv: precomputed ``project_kv(source)``; takes precedence over ``source``.
+            mask: boolean (True = may attend) or additive array broadcastable to
+                ``(B, H, L, L_key)``, or ``"causal"`` (self-attention without a cache).
+            cache: self-attention KV cache; the new keys/values are written into it and
+                attention runs over the whole buffer (pass the matching ``causal_mask``).
+            return_weights: also return the ``(B, H, L, L_key)`` attention weights,
+                computed explicitly.
+
+        Returns:
+            ``(B, L, dims)``, or ``(output, weights)`` with ``return_weights``.
+        """
+        b, n, _ = x.shape
+        q = self._split_heads(self.q_proj(x))
+        if kv is not None:
+            k, v = kv
+        else:
+            k, v = self.project_kv(x if source is None else source)
+            if cache is not None:
+                k, v = cache.update_and_fetch(k, v)
+
+        if return_weights:
+            if isinstance(mask, str):
+                mask = causal_mask(n, k.shape[2])
+            weights = attention_weights(q, k, self.scale, mask)
+            out = weights @ v
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, n, -1))
+        return (out, weights) if return_weights else out
