@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 HELP = "Inspect a caption data set (data check): images, captions, missing/corrupt files."
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--json", action="store_true", help="print the report as JSON last")
 
 
+_WORD = re.compile(r"\w+")
+
+
 def _percentiles(lengths: list[int]) -> dict[str, int]:
     import numpy as np
 
@@ -33,9 +37,9 @@ def _percentiles(lengths: list[int]) -> dict[str, int]:
         return {"p5": 0, "p50": 0, "p95": 0, "max": 0}
     a = np.asarray(lengths)
     return {
-        "p5": int(np.percentile(a, 5)),
-        "p50": int(np.percentile(a, 50)),
-        "p95": int(np.percentile(a, 95)),
+        "p5": int(round(float(np.percentile(a, 5)))),
+        "p50": int(round(float(np.percentile(a, 50)))),
+        "p95": int(round(float(np.percentile(a, 95)))),
         "max": int(a.max()),
     }
 
@@ -69,7 +73,8 @@ def check_source(
     for s in split_names:
         idx = [i for i, r in enumerate(records) if r.split == s]
         usable = [i for i in idx if i in ok]
-        lengths = [len(c.split()) for i in usable for c in records[i].captions]
+        # Words, not whitespace chunks: Flickr's trailing " ." is not a word.
+        lengths = [len(_WORD.findall(c)) for i in usable for c in records[i].captions]
         per_split[s] = {
             "images": len(usable),
             "captions": len(lengths),

@@ -296,7 +296,8 @@ def _table(
     resolve = _Resolver(root, report)
     records: list[Record] = []
     for name, g in grouped.items():
-        id_ = g["id"] if g["id"] is not None else Path(name).stem
+        # Without an id column the id is the path minus its suffix (unique, unlike the stem).
+        id_ = g["id"] if g["id"] is not None else str(Path(name).with_suffix(""))
         _keep(records, report, resolve(name, split=g["split"]), g["caps"], g["split"], id_)
     return records
 
