@@ -52,7 +52,16 @@ POSITIONS = ("left", "right", "top", "bottom", "middle")
 # Radius as a fraction of the image side (jittered by +-_RADIUS_JITTER).
 _RADIUS = {"small": 0.09, "large": 0.15}
 _RADIUS_JITTER = 0.008
-_SUPERSAMPLE = 4  # shapes drawn at 4x and box-filtered: smooth edges, still fast
+
+
+def _supersample(size: int) -> int:
+    """Shapes are drawn this many times larger and box-filtered: smooth edges, still fast.
+
+    4x at 64 px; big images need less (their edges are a smaller part of the shape).
+    """
+    return max(1, min(4, 256 // size))
+
+
 DATASET_FILE = "dataset_synthetic.json"
 
 
@@ -230,7 +239,7 @@ def render_scene(scene: Mapping[str, Any], size: int, rng: np.random.Generator) 
     # Shapes drawn big onto black plus a coverage mask, box-filtered down: the colour layer is
     # then premultiplied by coverage, so compositing is one multiply-add (and much faster than
     # Pillow's RGBA resize).
-    big = size * _SUPERSAMPLE
+    big = size * _supersample(size)
     colour_layer = Image.new("RGB", (big, big), (0, 0, 0))
     mask = Image.new("L", (big, big), 0)
     draw_c, draw_m = ImageDraw.Draw(colour_layer), ImageDraw.Draw(mask)
