@@ -217,7 +217,7 @@ class TrainEvalConfig:
     every_steps: int | None = None  # None = after each epoch
     val_images: int = 500  # fixed validation subset (first N images of the val split)
     batch_size: int = 50
-    max_length: int = 32  # generation length limit
+    max_length: int | None = None  # generation length limit (None: the decoder's)
     metrics_tokenizer: str = "auto"  # metrics.score_captions tokenizer: auto | java | python
     generate: bool = True  # False = validation loss only (fast)
     best_metric: str = "CIDEr"

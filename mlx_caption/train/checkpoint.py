@@ -100,9 +100,15 @@ def rng_state() -> list[int]:
 
 
 def set_rng_state(values: list[int]) -> None:
-    """Restore the key in place: a compiled step captured the ``mx.random.state`` object."""
+    """Restore MLX's global key exactly.
+
+    ``mx.random.state`` cannot be assigned to from Python, but ``mx.random.seed(s)`` sets the
+    key to the two 32-bit halves of ``s``, so seeding with ``(hi << 32) | lo`` restores it
+    (a compiled step that captured the state object sees the new key).
+    """
     if values:
-        mx.random.state[0] = mx.array(np.array(values, dtype=np.uint32))
+        hi, lo = (int(v) for v in values)
+        mx.random.seed((hi << 32) | lo)
 
 
 # ----------------------------------------------------------------------------- save
@@ -121,9 +127,9 @@ def all_finite(tree: Any) -> bool:
 
 
 def _default_writer(model: nn.Module, tokenizer: Any, path: Path) -> None:
-    from mlx_caption.models.captioner import save_captioner
+    from mlx_caption.models.captioner import write_model_files
 
-    save_captioner(model, tokenizer, path)
+    write_model_files(model, tokenizer, path)
 
 
 def save_checkpoint(

@@ -14,15 +14,40 @@ gradient checkpointing).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_caption.train.distributed import World
+from mlx_caption.config import DecoderConfig, TrainConfig, TrainModelConfig
+from mlx_caption.errors import UserError
+from mlx_caption.train.checkpoint import (
+    NonFiniteWeights,
+    TrainState,
+    mark_best,
+    read_state,
+    resolve_checkpoint,
+    restore_optimizer,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from mlx_caption.train.data import TrainData
+from mlx_caption.train.distributed import World, agree, barrier, init_world
+from mlx_caption.train.logs import CURVES_FILE, METRICS_FILE, MetricsLog, WandbLogger, plot_curves
+from mlx_caption.train.schedule import build_optimizer, group_sizes
 
 PAD = 0  # CaptionTokenizer.PAD; fixed by the project's contract
 
@@ -47,9 +72,7 @@ def caption_loss(
 def image_tokens(model: nn.Module, images: mx.array, from_features: bool) -> mx.array:
     """Projected image tokens (B, T, d) from pixels, or from cached encoder grids."""
     if from_features:
-        if hasattr(model, "project_features"):
-            return model.project_features(images)
-        return model.projector(images)
+        return model.project(images)
     return model.encode_images(images)
 
 
@@ -162,3 +185,575 @@ def _global_norm(grads) -> mx.array:
     if not leaves:
         return mx.array(0.0)
     return mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for g in leaves))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Diverged(RuntimeError):
+    """The loss or gradient became NaN/inf: training stops, no checkpoint is written."""
+
+
+@dataclass
+class TrainResult:
+    """How a :meth:`Trainer.fit` call ended."""
+
+    status: str  # "finished" | "interrupted" | "stopped" | "diverged"
+    step: int
+    epoch: int
+    out_dir: str
+    checkpoint: str | None = None  # the last checkpoint written (or kept, if diverged)
+    best: dict | None = None
+    last_eval: dict | None = None
+    message: str = ""
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Trainer:
+    """Runs a :class:`~mlx_caption.config.TrainConfig` recipe in ``out_dir``.
+
+    ``Trainer(cfg, out).fit()`` trains from scratch; ``Trainer(cfg, out, resume=ckpt).fit()``
+    continues a checkpoint exactly (weights, optimizer moments, lr schedule position, RNG,
+    epoch and batch offset), appending to ``metrics.jsonl``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        resume: str | Path | None = None,
+        world: World | None = None,
+        progress: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "mlx-caption",
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.world = world or init_world()
+        self.progress = progress and self.world.is_main
+        self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._stop_signal: str | None = None
+        self._check_recipe()
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(self.world)
+
+        resume_ckpt = resolve_checkpoint(resume) if resume else None
+        self.state = read_state(resume_ckpt) if resume_ckpt else TrainState(seed=cfg.seed)
+        self.state.config = cfg.to_dict()
+        mx.random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        self.data = TrainData.build(cfg, self.out, self.world)
+        if resume_ckpt:
+            from mlx_caption.models.captioner import load_captioner
+
+            self.model, self.tokenizer = load_captioner(resume_ckpt)
+            self.data.set_tokenizer(self.tokenizer)
+        else:
+            self.tokenizer = self.data.make_tokenizer()
+            self.model = build_captioner(cfg, self.tokenizer.vocab_size)
+        agree(self.tokenizer.vocab_size, self.world, "the tokenizer's vocabulary size")
+        self.data.set_preprocess(self.model.config.vision.preprocess)
+        self.frozen = cfg.model.encoder_mode == "frozen"
+        set_trainable(self.model, cfg.model)
+        self.model.train()
+
+        self.steps_per_epoch = self.data.steps_per_epoch
+        total = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        if resume_ckpt and self.state.total_steps:
+            total = self.state.total_steps  # the schedule's length is fixed by the first start
+        self.state.total_steps = total
+        self.optimizer, self.schedules = build_optimizer(cfg.optim, total)
+        self.optimizer.init(self.model.trainable_parameters())
+        if resume_ckpt:
+            restore_optimizer(self.optimizer, resume_ckpt, self.model.trainable_parameters())
+            set_rng_state(self.state.rng)
+        self.resumed_from = resume_ckpt
+
+        if self.frozen:
+            self.data.prepare_features(self.model, self._print if self.world.is_main else None)
+        self.step_fn = TrainStep(
+            self.model,
+            self.optimizer,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.optim.grad_clip,
+            from_features=self.frozen,
+            captions_per_image=cfg.data.captions_per_image,
+            world=self.world,
+            compile=cfg.compile,
+        )
+        self.log = MetricsLog(self.out / METRICS_FILE)
+        self.wandb = None
+        if wandb and self.world.is_main:
+            self.wandb = WandbLogger(
+                wandb_project, cfg.to_dict(), self.out, self.state.extra.get("wandb_id")
+            )
+            self.state.extra["wandb_id"] = self.wandb.id
+        self.last_checkpoint: Path | None = resume_ckpt
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def _check_recipe(self) -> None:
+        cfg, world = self.cfg, self.world
+        if cfg.model.encoder_mode not in ("frozen", "finetune"):
+            raise UserError(
+                f"model.encoder_mode must be 'frozen' or 'finetune', got {cfg.model.encoder_mode!r}"
+            )
+        k = cfg.data.captions_per_image
+        if k < 1 or cfg.batch_size % k:
+            raise UserError(
+                f"batch_size {cfg.batch_size} must be a multiple of data.captions_per_image {k}"
+            )
+        images = cfg.batch_size // k
+        if images % world.size:
+            raise UserError(
+                f"{images} images per step do not split over {world.size} processes; "
+                "make batch_size / captions_per_image a multiple of the process count"
+            )
+        if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen":
+            raise UserError(
+                "a scratch (random) encoder must train: set model.encoder_mode: finetune"
+            )
+
+    def lr(self, group: str = "decay") -> float:
+        """The lr the next step will use for a parameter group."""
+        return float(self.schedules[group](mx.array(self.state.step)).item())
+
+    def trainable_count(self) -> int:
+        return sum(p.size for _, p in tree_flatten(self.model.trainable_parameters()))
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, stop_at_step: int | None = None) -> TrainResult:
+        """Train until the recipe's end (or ``stop_at_step``, Ctrl-C/SIGTERM, or divergence).
+
+        ``stop_at_step`` ends this call after that many total steps with a checkpoint, without
+        changing the schedule (a later resume continues as if never stopped).
+        """
+        st = self.state
+        started = time.perf_counter()
+        if self.world.is_main:
+            if self.resumed_from:
+                dropped = self.log.truncate_after(st.step)
+                self._print(
+                    f"resuming {self.resumed_from} at step {st.step} (epoch {st.epoch}, "
+                    f"batch {st.batch_offset}); lr {self.lr():.3g}"
+                    + (f"; dropped {dropped} log lines past it" if dropped else "")
+                )
+            self._print(self._summary())
+        previous = self._install_signals()
+        self._bar = self._progress_bar()
+        try:
+            while st.step < st.total_steps:
+                outcome = self._run_epoch(stop_at_step)
+                if outcome is not None:
+                    return self._result(*outcome, started)
+            return self._result("finished", f"trained {st.step} steps", started)
+        except Diverged as err:
+            last = self.last_checkpoint.name if self.last_checkpoint else "none yet"
+            message = (
+                f"training diverged: {err}. Stopped without saving; the last good checkpoint "
+                f"is {last}. Try a lower optim.lr, a smaller optim.grad_clip or more warmup."
+            )
+            if self.world.is_main:
+                self._print(f"error: {message}")
+                self.log.append({"kind": "error", "step": st.step, "message": message})
+            return self._result("diverged", message, started)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._restore_signals(previous)
+            if self.wandb is not None:
+                self.wandb.finish()
+
+    def _run_epoch(self, stop_at_step: int | None) -> tuple[str, str] | None:
+        """Steps to the end of the current epoch; (status, message) if the run must end."""
+        cfg, st = self.cfg, self.state
+        # Steps since the last log line; kept in state.json so a resumed run logs the same means.
+        window = st.extra.setdefault("log_window", [])
+        timed, t_window = 0, time.perf_counter()
+        for images, tokens in self.data.train_batches(st.epoch, st.batch_offset):
+            if cfg.nan_at_step is not None and st.step == cfg.nan_at_step:
+                poison(self.model)
+            out = self.step_fn(images, tokens)
+            if not (math.isfinite(out.loss) and math.isfinite(out.grad_norm)):
+                raise Diverged(
+                    f"loss {out.loss}, gradient norm {out.grad_norm} at step {st.step + 1} "
+                    f"(epoch {st.epoch}, batch {st.batch_offset})"
+                )
+            st.step += 1
+            st.batch_offset += 1
+            window.append({"loss": out.loss, "accuracy": out.accuracy, "grad_norm": out.grad_norm})
+            timed += 1
+            if self._bar is not None:
+                self._bar.update(1)
+            done = st.step >= st.total_steps
+            if st.step % cfg.log_every == 0 or done:
+                self._log_train(window, timed, time.perf_counter() - t_window)
+                window.clear()
+                timed, t_window = 0, time.perf_counter()
+            end_of_epoch = st.batch_offset >= self.steps_per_epoch
+            if end_of_epoch:
+                st.epoch += 1
+                st.batch_offset = 0
+            every = cfg.eval.every_steps
+            if (every and st.step % every == 0) or (not every and end_of_epoch) or done:
+                self._evaluate()
+                self._save()
+            elif st.step % cfg.checkpoint.every_steps == 0 or end_of_epoch:
+                self._save()
+            signal_name = self._should_stop()
+            if signal_name or (stop_at_step is not None and st.step >= stop_at_step):
+                self._save()
+                if signal_name:
+                    return "interrupted", f"stopped by {signal_name} at step {st.step}"
+                return "stopped", f"stopped at step {st.step}"
+            if done or end_of_epoch:
+                return None
+        # The stream ran dry before steps_per_epoch batches (it should not): next epoch.
+        st.epoch += 1
+        st.batch_offset = 0
+        return None
+
+    # ------------------------------------------------------------------ checkpoints, logs
+
+    def _save(self) -> Path | None:
+        """Checkpoint the current step (rank 0; once per step)."""
+        st = self.state
+        if self.last_checkpoint is not None and self.last_checkpoint.name == f"ckpt-{st.step}":
+            return self.last_checkpoint
+        st.rng = rng_state()
+        path = None
+        if self.world.is_main:
+            try:
+                path = save_checkpoint(
+                    self.out,
+                    self.model,
+                    self.tokenizer,
+                    self.optimizer,
+                    st,
+                    keep_last=self.cfg.checkpoint.keep_last,
+                )
+            except NonFiniteWeights as err:
+                raise Diverged(str(err)) from err
+            if (
+                st.best is not None
+                and st.best.get("step") == st.step
+                and self.cfg.checkpoint.keep_best
+            ):
+                mark_best(self.out, path, st.best["metric"], st.best["value"])
+        self.last_checkpoint = path or self.out / f"ckpt-{st.step}"
+        return self.last_checkpoint
+
+    def _log_train(self, window: list[dict], timed: int, seconds: float) -> None:
+        """One "train" line: means over ``window``; throughput over the ``timed`` steps."""
+        if not window or not self.world.is_main:
+            return
+        st = self.state
+        images = timed * self.cfg.batch_size / self.cfg.data.captions_per_image
+        record = {
+            "kind": "train",
+            "step": st.step,
+            "epoch": st.epoch,
+            "loss": sum(o["loss"] for o in window) / len(window),
+            "accuracy": sum(o["accuracy"] for o in window) / len(window),
+            "grad_norm": sum(o["grad_norm"] for o in window) / len(window),
+            "lr": self.lr_used(st.step - 1),
+            "images_per_s": images / max(seconds, 1e-9),
+            "steps_per_s": timed / max(seconds, 1e-9),
+            "time": time.time(),
+        }
+        if self.frozen is False:
+            record["encoder_lr"] = self.lr_used(st.step - 1, "encoder_decay")
+        self.log.append(record)
+        if self.wandb is not None:
+            self.wandb.log(record)
+        if self._bar is not None:
+            self._bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                lr=f"{record['lr']:.2e}",
+                img_s=f"{record['images_per_s']:.1f}",
+            )
+
+    def lr_used(self, step: int, group: str = "decay") -> float:
+        """The lr of a parameter group at optimizer step ``step`` (0 = the first update)."""
+        return float(self.schedules[group](mx.array(max(0, step))).item())
+
+    def _summary(self) -> str:
+        cfg = self.cfg
+        sizes = group_sizes(self.model, cfg.optim.decay_all)
+        total = sum(p.size for _, p in tree_flatten(self.model.parameters()))
+        return (
+            f"training {total / 1e6:.2f}M parameters ({sum(sizes.values()) / 1e6:.2f}M trainable, "
+            f"encoder {cfg.model.encoder} {cfg.model.encoder_mode}); "
+            f"{self.data.num_train_images} train images, {self.steps_per_epoch} steps/epoch, "
+            f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
+            + (f" on {self.world.size} processes" if self.world.distributed else "")
+            + f"; out {self.out}"
+        )
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.state.total_steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def _result(self, status: str, message: str, started: float) -> TrainResult:
+        st = self.state
+        return TrainResult(
+            status=status,
+            step=st.step,
+            epoch=st.epoch,
+            out_dir=str(self.out),
+            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
+            best=st.best,
+            last_eval=st.history[-1] if st.history else None,
+            message=message,
+            train_seconds=time.perf_counter() - started,
+        )
+
+    def _evaluate(self) -> dict:
+        """Evaluate on the fixed validation subset (rank 0), log it, track the best score."""
+        cfg, st = self.cfg, self.state
+        record: dict = {"kind": "eval", "step": st.step, "epoch": st.epoch}
+        if self.world.is_main and self.data.num_val_images:
+            t0 = time.perf_counter()
+            record.update(
+                evaluate_captioner(
+                    self.model,
+                    self.tokenizer,
+                    self.data.val_batches(),
+                    from_features=self.frozen,
+                    max_length=cfg.data.max_length,
+                    label_smoothing=cfg.label_smoothing,
+                    generate_captions=cfg.eval.generate,
+                    generation_length=cfg.eval.max_length,
+                    metrics_tokenizer=cfg.eval.metrics_tokenizer,
+                    scenes=self.data.val_scenes,
+                )
+            )
+            record["eval_seconds"] = time.perf_counter() - t0
+            metric = cfg.eval.best_metric
+            value = record.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                lower_is_better = metric in ("val_loss", "val_nll")
+                best = st.best["value"] if st.best else None
+                if best is None or (value < best if lower_is_better else value > best):
+                    st.best = {"metric": metric, "value": value, "step": st.step}
+            st.history.append({k: v for k, v in record.items() if k != "examples"})
+            self.log.append(record)
+            if self.wandb is not None:
+                self.wandb.log(record)
+            self._report_eval(record)
+            plot_curves(self.log.read(), self.out / CURVES_FILE, title=self.out.name)
+        barrier(self.world)  # the other ranks wait here instead of inside the next all-reduce
+        return record
+
+    def _report_eval(self, record: dict) -> None:
+        keys = ("val_loss", "val_accuracy", "CIDEr", "Bleu_4", "pair_f1", "exact")
+        parts = [f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), (int, float))]
+        line = f"eval step {record['step']}: " + ", ".join(parts)
+        if record.get("examples"):
+            line += f"\n  e.g. {record['examples'][0]['caption']!r}"
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            self._print(line)
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signals(self) -> dict:
+        previous = {}
+
+        def handler(signum, frame):
+            name = signal.Signals(signum).name
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+            self._stop_signal = name
+            if self.world.is_main:
+                self._print(f"\n{name}: saving a checkpoint after this step (again to abort)")
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _restore_signals(self, previous: dict) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    def _should_stop(self) -> str | None:
+        """The signal that asked to stop, agreed over ranks (any rank stopping stops all)."""
+        if not self.world.distributed:
+            return self._stop_signal
+        flag = mx.distributed.all_sum(
+            mx.array(1.0 if self._stop_signal else 0.0), group=self.world.group
+        )
+        if flag.item() > 0:
+            return self._stop_signal or "a signal on another rank"
+        return None
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
+    """A fresh captioner for a recipe: encoder from scratch, the zoo or a converted folder."""
+    from mlx_caption.config import CaptionerConfig, DecoderConfig, VisionConfig
+    from mlx_caption.models.captioner import Captioner
+
+    m = cfg.model
+    decoder = _decoder_config(m.decoder)
+    fields = {"vocab_size": vocab_size, "max_length": cfg.data.max_length, **m.decoder_overrides}
+    decoder = DecoderConfig.from_dict({**decoder.to_dict(), **fields})
+    if m.encoder == "scratch":
+        if not m.vision:
+            raise UserError("model.encoder: scratch needs a model.vision section (VisionConfig)")
+        vision = VisionConfig.from_dict(m.vision)
+        model = Captioner(
+            CaptionerConfig(
+                vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
+            )
+        )
+    else:
+        from mlx_caption.zoo import load_encoder
+
+        encoder = load_encoder(m.encoder)
+        model = Captioner(
+            CaptionerConfig(
+                vision=encoder.config,
+                decoder=decoder,
+                encoder_name=m.encoder,
+                projector=m.projector,
+            )
+        )
+        model.load_encoder_weights(encoder)
+    mx.eval(model.parameters())
+    return model
+
+
+def _decoder_config(spec: str | dict) -> DecoderConfig:
+    from mlx_caption.config import DecoderConfig
+
+    if isinstance(spec, dict):
+        return DecoderConfig.from_dict(spec)
+    from mlx_caption.zoo import DECODER_PRESETS
+
+    if spec not in DECODER_PRESETS:
+        raise UserError(
+            f"unknown decoder preset {spec!r}; choose from {', '.join(DECODER_PRESETS)} "
+            "or give DecoderConfig fields"
+        )
+    return DECODER_PRESETS[spec]
+
+
+def set_trainable(model: nn.Module, m: TrainModelConfig) -> None:
+    """Freeze the encoder (frozen) or all but its last N blocks (finetune); set checkpointing."""
+    model.unfreeze()
+    model.freeze_encoder()
+    if m.encoder_mode == "finetune":
+        model.unfreeze_encoder(m.finetune_last_n)
+    model.encoder.grad_checkpoint = bool(m.grad_checkpoint and m.encoder_mode == "finetune")
+
+
+def poison(model: nn.Module) -> None:
+    """Debug hook (``nan_at_step``): set one trainable weight to NaN, as a blow-up would."""
+    path, value = tree_flatten(model.trainable_parameters())[0]
+    model.update(tree_unflatten([(path, mx.full(value.shape, float("nan"), value.dtype))]))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_captioner(
+    model: nn.Module,
+    tokenizer,
+    batches: Iterable[dict],
+    *,
+    from_features: bool,
+    max_length: int,
+    label_smoothing: float = 0.0,
+    generate_captions: bool = True,
+    generation_length: int | None = None,
+    metrics_tokenizer: str = "auto",
+    scenes: dict | None = None,
+    examples: int = 3,
+) -> dict:
+    """Validation loss (teacher forcing over every reference) and greedy-caption metrics.
+
+    ``batches`` yield ``{"images": pixels or features (B, ...), "ids": [...], "references":
+    [[str, ...], ...]}``. Returns ``val_loss`` (label-smoothed, comparable with the training
+    loss), ``val_nll`` (plain cross-entropy), ``val_accuracy``, the caption metrics of
+    ``metrics.score_captions`` and, for synthetic data (``scenes``), ``score_objects``.
+    """
+    from mlx_caption.generate import generate
+
+    was_training = model.training
+    model.eval()
+    sums = {"loss": 0.0, "nll": 0.0, "correct": 0.0, "count": 0.0}
+    refs: dict = {}
+    preds: dict = {}
+    try:
+        for batch in batches:
+            grid = image_tokens(model, mx.array(batch["images"]), from_features)
+            rows = [(i, r) for i, rs in enumerate(batch["references"]) for r in rs]
+            tokens = mx.array(tokenizer.encode_batch([r for _, r in rows], max_length))
+            which = mx.array([i for i, _ in rows])
+            logits = model(None, tokens[:, :-1], image_tokens=grid[which])
+            targets = tokens[:, 1:]
+            loss, count, correct = caption_loss(logits, targets, label_smoothing)
+            nll, _, _ = caption_loss(logits, targets, 0.0)
+            mx.eval(loss, count, correct, nll)
+            sums["loss"] += loss.item()
+            sums["nll"] += nll.item()
+            sums["correct"] += correct.item()
+            sums["count"] += count.item()
+            for key, rs in zip(batch["ids"], batch["references"], strict=True):
+                refs[key] = list(rs)
+            if generate_captions:
+                options = {} if generation_length is None else {"max_length": generation_length}
+                caps = generate(model, None, tokenizer, "greedy", image_tokens=grid, **options)
+                for key, cap in zip(batch["ids"], caps, strict=True):
+                    preds[key] = cap.text
+    finally:
+        if was_training:
+            model.train()
+    n = max(sums["count"], 1.0)
+    out: dict = {
+        "val_loss": sums["loss"] / n,
+        "val_nll": sums["nll"] / n,
+        "val_accuracy": sums["correct"] / n,
+        "val_images": len(refs),
+    }
+    if generate_captions and preds:
+        from mlx_caption.metrics import score_captions
+
+        scores = score_captions(refs, preds, tokenizer=metrics_tokenizer)
+        out.update({k: v for k, v in scores.items() if isinstance(v, (int, float))})
+        if scenes:
+            from mlx_caption.data.synthetic import score_objects
+
+            found = {k: preds[k] for k in preds if str(k) in scenes}
+            if found:
+                out.update(score_objects(found, scenes))
+        out["examples"] = [
+            {"id": k, "caption": preds[k], "reference": refs[k][0]} for k in list(preds)[:examples]
+        ]
+    return out

@@ -1,0 +1,244 @@
+"""The trainer's view of the data: records, tokenizer, per-rank batches, validation subset.
+
+Batches come from :func:`mlx_caption.data.pipeline.train_stream`, whose epoch plan depends on
+``(seed, epoch)`` only, so batch ``b`` of epoch ``e`` is the same on every rank and after a
+resume. A global batch of ``batch_size`` caption rows holds ``batch_size / k`` images
+(``k = captions_per_image``); each rank trains on its contiguous slice of those images.
+
+In ``frozen`` mode the stream runs without pixels (tokens and record indices only) and the
+encoder's token grids come from the feature cache, computed once; in ``finetune`` mode it
+decodes images with mlx-data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_caption.config import PreprocessConfig, TrainConfig
+from mlx_caption.data.sources import Record, load_records, validate_records
+from mlx_caption.errors import UserError
+from mlx_caption.train.distributed import World, barrier, shard_rows
+
+
+class TrainData:
+    """Records and batches for one run; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        world: World,
+        train: list[Record],
+        val: list[Record],
+        val_scenes: dict[str, Any] | None,
+        cache_dir: Path,
+    ) -> None:
+        self.cfg = cfg
+        self.world = world
+        self.train = train
+        self.val = val
+        self.val_scenes = val_scenes
+        self.cache_dir = cache_dir
+        self.tokenizer = None
+        self.preprocess: PreprocessConfig | None = None
+        self.k = cfg.data.captions_per_image
+        self.images_per_step = cfg.batch_size // self.k
+        self._rows = shard_rows(self.images_per_step, world)
+        self.features: np.ndarray | None = None  # frozen: (len(train), T, D) grids
+        self.val_features: np.ndarray | None = None
+        self._steps: int | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, out: Path, world: World) -> TrainData:
+        """Load (or generate) the data set named by ``cfg.data`` and pick the splits."""
+        d = cfg.data
+        scenes = None
+        if d.synthetic:
+            path = _synthetic(d.synthetic, out / "data", world)
+            records = load_records("karpathy", path, path.parent)
+            from mlx_caption.data.synthetic import load_scenes
+
+            scenes = {str(k): v for k, v in load_scenes(path, split=d.val_split).items()}
+        else:
+            if not d.annotations and d.format != "folder":
+                raise UserError("data.annotations is not set (or use data.synthetic)")
+            records = load_records(d.format, d.annotations, d.images)
+        train = [r for r in records if r.split == d.train_split]
+        val = [r for r in records if r.split == d.val_split]
+        if not train:
+            splits = sorted({r.split for r in records})
+            raise UserError(f"no {d.train_split!r} records in the data (splits: {splits})")
+        if val:
+            report = validate_records(val)
+            val = [val[i] for i in report.ok][: cfg.eval.val_images]
+        if scenes is not None:
+            scenes = {str(r.id): scenes[str(r.id)] for r in val if str(r.id) in scenes}
+        return cls(cfg, world, train, val, scenes, out / "features")
+
+    def make_tokenizer(self):
+        """The recipe's tokenizer, or a BPE trained on the training captions."""
+        from mlx_caption.tokenizer import CaptionTokenizer
+
+        d = self.cfg.data
+        if d.tokenizer:
+            tok = CaptionTokenizer.from_pretrained(d.tokenizer)
+        else:
+            tok = CaptionTokenizer.train(
+                (c for r in self.train for c in r.captions), vocab_size=d.vocab_size
+            )
+        self.tokenizer = tok
+        return tok
+
+    def set_tokenizer(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def set_preprocess(self, preprocess: PreprocessConfig) -> None:
+        self.preprocess = preprocess
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def num_train_images(self) -> int:
+        return len(self.train)
+
+    @property
+    def num_val_images(self) -> int:
+        return len(self.val)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full global batches per epoch (images with unusable files are not counted)."""
+        if self._steps is None:
+            self._steps = self._stream(0, 0, pixels=False).batches_per_epoch
+        return self._steps
+
+    # ------------------------------------------------------------------ training batches
+
+    def _stream(self, epoch: int, start: int, pixels: bool):
+        from mlx_caption.data.pipeline import train_stream
+
+        if self.tokenizer is None or self.preprocess is None:
+            raise RuntimeError("set the tokenizer and preprocessing before streaming")
+        return train_stream(
+            self.train,
+            self.tokenizer,
+            self.preprocess,
+            self.images_per_step,
+            self.cfg.data.max_length,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            start_batch=start,
+            captions_per_image=self.k,
+            pixels=pixels,
+        )
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[tuple[mx.array, mx.array]]:
+        """This rank's ``(images, tokens)`` for batches ``start..`` of ``epoch``.
+
+        ``images`` are pixels (finetune) or cached encoder grids (frozen); ``tokens`` are the
+        ``k`` caption rows of each image, grouped by image.
+        """
+        frozen = self.features is not None
+        rows = self._rows
+        tok_rows = slice(rows.start * self.k, rows.stop * self.k)
+        for batch in self._stream(epoch, start, pixels=not frozen):
+            index = np.asarray(batch["index"])[rows]
+            tokens = mx.array(np.asarray(batch["tokens"])[tok_rows])
+            if frozen:
+                images = mx.array(self.features[index])
+            else:
+                images = mx.array(np.asarray(batch["pixels"])[rows])
+            yield images, tokens
+
+    # ------------------------------------------------------------------ validation
+
+    def val_batches(self) -> Iterator[dict[str, Any]]:
+        """Validation subset in order: ``{"images", "ids", "references"}`` per batch."""
+        bs = self.cfg.eval.batch_size
+        if self.val_features is not None:
+            for s in range(0, len(self.val), bs):
+                part = self.val[s : s + bs]
+                yield {
+                    "images": self.val_features[s : s + len(part)],
+                    "ids": [r.id for r in part],
+                    "references": [list(r.captions) for r in part],
+                }
+            return
+        from mlx_caption.data.pipeline import eval_stream
+
+        for batch in eval_stream(self.val, self.preprocess, bs):
+            yield {
+                "images": batch["pixels"],
+                "ids": batch["ids"],
+                "references": batch["references"],
+            }
+
+    # ------------------------------------------------------------------ frozen features
+
+    def prepare_features(self, model, log: Callable[[str], None] | None = None) -> None:
+        """Encoder grids of every training image and the validation subset (frozen mode)."""
+        self.features = encode_records(
+            model, self.train, self.preprocess, self.cache_dir, "train", self.world, log
+        )
+        if self.val:
+            self.val_features = encode_records(
+                model, self.val, self.preprocess, self.cache_dir, "val", self.world, log
+            )
+
+
+def _synthetic(spec: dict[str, Any], root: Path, world: World) -> Path:
+    """Generate (once) the synthetic data set a recipe asks for; return its JSON path."""
+    from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
+
+    allowed = {"images", "size", "seed"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise UserError(f"data.synthetic: unknown keys {sorted(unknown)} (use {sorted(allowed)})")
+    images, size, seed = (
+        int(spec.get("images", 2000)),
+        int(spec.get("size", 64)),
+        int(spec.get("seed", 0)),
+    )
+    folder = root / f"synthetic-{images}-{size}-{seed}"
+    path = folder / DATASET_FILE
+    # Rank 0 writes first; ranks on other hosts (no shared disk) then write their own copy.
+    for turn in (True, False):
+        if world.is_main == turn and not path.is_file():
+            write_synthetic_dataset(folder, images=images, seed=seed, size=size)
+        barrier(world)
+    return path
+
+
+def encode_records(
+    model,
+    records: list[Record],
+    preprocess: PreprocessConfig,
+    cache_dir: Path,
+    name: str,
+    world: World,
+    log: Callable[[str], None] | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Encoder grids ``(N, T, D)`` of ``records`` (exact preprocessing; unusable images: 0)."""
+    from mlx_caption.data.pipeline import eval_stream
+
+    was_training = model.training
+    model.eval()
+    vision = model.config.vision
+    out = np.zeros((len(records), vision.num_tokens, vision.hidden_size), dtype=np.float32)
+    try:
+        for batch in eval_stream(records, preprocess, batch_size):
+            grid = model.encode_features(mx.array(batch["pixels"]))
+            out[np.asarray(batch["index"])] = np.array(grid)
+    finally:
+        if was_training:
+            model.train()
+    if log:
+        log(f"encoded {len(records)} {name} images for the frozen encoder")
+    return out
