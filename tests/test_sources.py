@@ -315,3 +315,21 @@ def test_data_check_subprocess(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["total"]["corrupt"] == 1
+
+
+def test_csv_pipe_delimited_flickr30k_style(tmp_path):
+    _jpeg(tmp_path / "1000092795.jpg")
+    (tmp_path / "results.csv").write_text(
+        "image_name| comment_number| comment\n"
+        "1000092795.jpg| 0| Two young guys with shaggy hair look at their hands .\n"
+        "1000092795.jpg| 1| Two young , White males are outside near many bushes .\n"
+    )
+    recs = load_records(
+        "csv",
+        tmp_path / "results.csv",
+        tmp_path,
+        image_column="image_name",
+        caption_column="comment",
+    )
+    assert len(recs) == 1 and len(recs[0].captions) == 2
+    assert recs[0].captions[1] == "Two young , White males are outside near many bushes ."

@@ -237,9 +237,20 @@ def _coco(ann: Path, root: Path, split: str | None, report: LoadReport) -> list[
 def _rows_csv(ann: Path) -> list[dict[str, Any]]:
     try:
         with ann.open(newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f))
+            head = f.read(8192)
+            f.seek(0)
+            try:
+                # Flickr30k's results.csv is "image_name| comment_number| comment".
+                dialect = csv.Sniffer().sniff(head, delimiters=",|\t;")
+            except csv.Error:
+                dialect = csv.excel
+            rows = list(csv.DictReader(f, dialect=dialect))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"cannot read {ann}: {err}") from err
+    return [
+        {(k or "").strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def _rows_jsonl(ann: Path, report: LoadReport) -> list[dict[str, Any]]:
