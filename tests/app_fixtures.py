@@ -1,0 +1,115 @@
+"""A tiny random captioner checkpoint and synthetic images for the web page's tests.
+
+Usable from any test module::
+
+    from app_fixtures import tiny_checkpoint, synthetic_images
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+
+The model is random (its captions are gibberish) but real: a folder ``load_captioner``
+opens, with a tokenizer trained on synthetic captions, so greedy decoding is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx_caption  # noqa: F401  (BLAS before mlx.core)
+
+
+def synthetic_images(
+    out_dir: Path, images: int = 4, size: int = 64
+) -> tuple[list[Path], list[str]]:
+    """Write a tiny synthetic data set; returns its image paths and all its captions."""
+    from mlx_caption.data.synthetic import write_synthetic_dataset
+
+    dataset = write_synthetic_dataset(out_dir, images=images, seed=0, size=size)
+    data = json.loads(dataset.read_text(encoding="utf-8"))
+    paths = [out_dir / e["filepath"] / e["filename"] for e in data["images"]]
+    captions = [s["raw"] for e in data["images"] for s in e["sentences"]]
+    return paths, captions
+
+
+def tiny_checkpoint(
+    folder: Path,
+    captions: list[str] | None = None,
+    seed: int = 0,
+    images: list[Path] | None = None,
+    image_captions: list[str] | None = None,
+    steps: int = 0,
+) -> Path:
+    """Save a tiny captioner (32-px images, 8-px patches) with a tokenizer trained on captions.
+
+    With ``steps`` > 0 it is first trained on (``images``, ``image_captions``) pairs for that
+    many Adam steps (a few seconds), so its captions are made of words, not bytes.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    import numpy as np
+
+    from mlx_caption.config import (
+        CaptionerConfig,
+        DecoderConfig,
+        PreprocessConfig,
+        VisionConfig,
+    )
+    from mlx_caption.models.captioner import Captioner, save_captioner
+    from mlx_caption.tokenizer import CaptionTokenizer
+
+    if captions is None:
+        captions = [
+            "a red circle on the left",
+            "a large blue square at the top",
+            "two green triangles side by side",
+            "a small yellow star in the middle",
+        ]
+    tokenizer = CaptionTokenizer.train(captions * 4, vocab_size=300)
+    cfg = CaptionerConfig(
+        vision=VisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            preprocess=PreprocessConfig(resize_shortest_edge=32, crop_size=32),
+        ),
+        decoder=DecoderConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=64,
+            max_length=24,
+            dropout=0.0,
+        ),
+        encoder_name="random-tiny",
+    )
+    mx.random.seed(seed)
+    model = Captioner(cfg)
+    mx.eval(model.parameters())
+    if steps > 0 and images:
+        from mlx_caption.data.preprocess import load_image, preprocess_image
+
+        pixels = mx.array(
+            np.stack([preprocess_image(load_image(p), cfg.vision.preprocess) for p in images])
+        )
+        tokens = mx.array(tokenizer.encode_batch(image_captions, cfg.decoder.max_length))
+
+        def loss_fn(m):
+            logits = m(pixels, tokens[:, :-1])
+            target = tokens[:, 1:]
+            ce = nn.losses.cross_entropy(logits, target, reduction="none")
+            keep = target != tokenizer.PAD
+            return (ce * keep).sum() / keep.sum()
+
+        opt = optim.Adam(learning_rate=3e-3)
+        step = nn.value_and_grad(model, loss_fn)
+        model.train()
+        for _ in range(steps):
+            _, grads = step(model)
+            opt.update(model, grads)
+            mx.eval(model.parameters(), opt.state)
+        model.eval()
+    return save_captioner(model, tokenizer, folder)
