@@ -135,48 +135,7 @@ class Caption:
 
 
 # ---------------------------------------------------------------------------------------
-# The decoding step
-
-
-def _step_fn(decoder, with_attention: bool, with_reorder: bool):
-    """The per-position step ``(tokens, offset, cache, cross_kv[, reorder]) -> (logits,
-    cache[, attention])`` as a pure function of arrays (what ``mx.compile`` needs)."""
-
-    def step(tokens, offset, cache_state, cross_kv, reorder=None):
-        caches = [KVCache(k, v, offset) for k, v in cache_state]
-        if with_reorder:
-            for c in caches:
-                c.reorder(reorder)
-        out = decoder(
-            tokens, cross_kv=cross_kv, caches=caches, offset=offset, return_attention=with_attention
-        )
-        new_state = [c.state for c in caches]
-        if with_attention:
-            logits, maps = out
-            # (B, H, 1, T) per layer -> mean over layers and heads -> (B, T)
-            attention = mx.mean(mx.stack([m[:, :, -1, :] for m in maps]), axis=(0, 2))
-            return logits[:, -1, :], new_state, attention
-        return out[:, -1, :], new_state
-
-    return step
-
-
-def _get_step(decoder, with_attention: bool, with_reorder: bool, compiled: bool):
-    if not compiled:
-        return _step_fn(decoder, with_attention, with_reorder)
-    # Kept on the decoder so repeated calls reuse the traces; ``inputs=decoder.state`` makes
-    # the compiled step read the current weights, so training between calls is seen.
-    cache = decoder.__dict__.setdefault("_compiled_steps", {})
-    key = (with_attention, with_reorder)
-    if key not in cache:
-        cache[key] = mx.compile(
-            _step_fn(decoder, with_attention, with_reorder), inputs=decoder.state
-        )
-    return cache[key]
-
-
-# ---------------------------------------------------------------------------------------
-# Logit processing
+# Logit processing (pure array functions, traced into the compiled step)
 
 
 def _apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float) -> mx.array:
@@ -218,34 +177,129 @@ def _filter_top_p(logits: mx.array, p: float) -> mx.array:
     return mx.where(drop, -mx.inf, logits)
 
 
-class _Processor:
-    """Turns raw step logits into constrained log-probabilities."""
+def _token_biases(vocab: int, ban_unk: bool) -> tuple[mx.array, mx.array]:
+    """Additive logit biases: the always-banned specials, and the same plus ``<end>``
+    (used while the caption is shorter than ``min_length``)."""
+    banned = np.zeros(vocab, dtype=bool)
+    banned[[PAD, START] + ([UNK] if ban_unk and vocab > UNK else [])] = True
+    base = np.where(banned, -np.inf, 0.0).astype(np.float32)
+    banned[END] = True
+    no_end = np.where(banned, -np.inf, 0.0).astype(np.float32)
+    return mx.array(base), mx.array(no_end)
 
-    def __init__(self, cfg: DecodingConfig, vocab: int, rows: int):
-        self.cfg = cfg
-        self.vocab = vocab
-        banned = np.zeros(vocab, dtype=bool)
-        banned[[PAD, START] + ([UNK] if cfg.ban_unk and vocab > UNK else [])] = True
-        self.base_bias = mx.array(np.where(banned, -np.inf, 0.0).astype(np.float32))
-        end_ban = banned.copy()
-        end_ban[END] = True
-        self.min_length_bias = mx.array(np.where(end_ban, -np.inf, 0.0).astype(np.float32))
-        self.seen = mx.zeros((rows, vocab), dtype=mx.bool_) if cfg.repetition_penalty != 1 else None
-        self.arange = mx.arange(vocab)
 
-    def __call__(self, logits: mx.array, t: int, ngram_ban: np.ndarray | None) -> mx.array:
-        if self.seen is not None:
-            logits = _apply_repetition_penalty(logits, self.seen, self.cfg.repetition_penalty)
-        logits = logits + (self.min_length_bias if t < self.cfg.min_length else self.base_bias)
-        if ngram_ban is not None and ngram_ban.any():
-            logits = mx.where(mx.array(ngram_ban), -mx.inf, logits)
-        return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+# ---------------------------------------------------------------------------------------
+# The decoding step: model + constraints + token choice, one compiled function
 
-    def record(self, tokens: mx.array, reorder: mx.array | None = None) -> None:
-        if self.seen is None:
-            return
-        seen = self.seen if reorder is None else self.seen[reorder]
-        self.seen = mx.logical_or(seen, self.arange[None, :] == tokens[:, None])
+
+@dataclass(frozen=True)
+class _StepSpec:
+    """What is fixed for a whole decoding run (and keys the compiled-step cache)."""
+
+    strategy: str
+    attention: bool
+    reorder: bool
+    repetition_penalty: float
+    ngram_bans: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    candidates: int  # beam search: candidates kept per image
+
+
+def _step_fn(decoder, spec: _StepSpec):
+    """A pure function of arrays (what ``mx.compile`` needs):
+    ``(tokens, offset, cache, cross_kv, bias, extra) -> dict``.
+
+    ``tokens`` (N, 1) are the previous choices, written at position ``offset``. ``extra``
+    holds the per-run state: ``reorder`` (beam rows), ``seen`` (repetition penalty),
+    ``ban`` (n-gram bans from the host), ``done`` and ``key`` (greedy/sampling),
+    ``beam_scores``. The result holds the new cache and state and, for greedy/sampling,
+    the chosen tokens and their log-probs; for beam search the top candidates per image.
+    """
+
+    def step(tokens, offset, cache_state, cross_kv, bias, extra):
+        caches = [KVCache(k, v, offset) for k, v in cache_state]
+        out = {}
+        if spec.reorder:
+            for c in caches:
+                c.reorder(extra["reorder"])
+        result = decoder(
+            tokens, cross_kv=cross_kv, caches=caches, offset=offset, return_attention=spec.attention
+        )
+        if spec.attention:
+            result, maps = result
+            # (N, H, 1, T) per layer -> mean over layers and heads -> (N, T)
+            out["attention"] = mx.mean(mx.stack([m[:, :, -1, :] for m in maps]), axis=(0, 2))
+        out["cache"] = [c.state for c in caches]
+        logits = result[:, -1, :]
+
+        if spec.repetition_penalty != 1.0:
+            seen = extra["seen"][extra["reorder"]] if spec.reorder else extra["seen"]
+            seen = mx.logical_or(seen, mx.arange(logits.shape[-1])[None, :] == tokens)
+            out["seen"] = seen
+            logits = _apply_repetition_penalty(logits, seen, spec.repetition_penalty)
+        logits = logits + bias
+        if spec.ngram_bans:
+            logits = mx.where(extra["ban"], -mx.inf, logits)
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+        if spec.strategy == "beam":
+            n_images = logp.shape[0] // extra["beam_scores"].shape[1]
+            cand = logp.reshape(n_images, -1, logp.shape[-1]) + extra["beam_scores"][..., None]
+            cand = cand.reshape(n_images, -1)
+            idx = mx.argpartition(-cand, spec.candidates - 1, axis=-1)[:, : spec.candidates]
+            out["candidates"] = idx
+            out["scores"] = mx.take_along_axis(cand, idx, axis=-1)
+            return out
+
+        if spec.strategy == "sample":
+            key, sub = mx.random.split(extra["key"])
+            out["key"] = key
+            scaled = _filter_top_p(_filter_top_k(logp / spec.temperature, spec.top_k), spec.top_p)
+            choice = mx.random.categorical(scaled, key=sub)
+        else:
+            choice = mx.argmax(logp, axis=-1)
+        lp = mx.take_along_axis(logp, choice[:, None], axis=-1)[:, 0]
+        done = extra["done"]
+        choice = mx.where(done, PAD, choice).astype(mx.int32)
+        out["tokens"] = choice
+        out["logprob"] = mx.where(done, 0.0, lp)
+        out["done"] = mx.logical_or(done, choice == END)
+        return out
+
+    return step
+
+
+_MAX_TRACES = 16
+
+
+def _get_step(decoder, spec: _StepSpec, compiled: bool):
+    if not compiled:
+        return _step_fn(decoder, spec)
+    # Kept on the decoder so repeated calls reuse the traces; ``inputs=decoder.state`` makes
+    # the compiled step read the current weights, so training between calls is seen.
+    cache = decoder.__dict__.setdefault("_compiled_steps", {})
+    if spec not in cache:
+        if len(cache) >= _MAX_TRACES:
+            cache.clear()
+        cache[spec] = mx.compile(_step_fn(decoder, spec), inputs=decoder.state)
+    return cache[spec]
+
+
+def _spec(cfg: DecodingConfig, reorder: bool = False, candidates: int = 0) -> _StepSpec:
+    sampling = cfg.strategy == "sample"
+    return _StepSpec(
+        strategy=cfg.strategy,
+        attention=cfg.return_attention,
+        reorder=reorder,
+        repetition_penalty=float(cfg.repetition_penalty),
+        ngram_bans=cfg.no_repeat_ngram_size > 0,
+        temperature=float(cfg.temperature) if sampling else 1.0,
+        top_k=cfg.top_k if sampling else 0,
+        top_p=float(cfg.top_p) if sampling else 1.0,
+        candidates=candidates,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,12 +348,16 @@ def _decode_rows(decoder, cross_kv, cfg: DecodingConfig, rows: int):
     """
     max_len = cfg.max_length
     vocab = decoder.config.vocab_size
-    step = _get_step(decoder, cfg.return_attention, False, cfg.compile)
-    cache_state = [c.state for c in decoder.make_cache(rows, max_len)]
-    process = _Processor(cfg, vocab, rows)
-    sampling = cfg.strategy == "sample"
-    key = mx.random.key(secrets.randbits(63) if cfg.seed is None else cfg.seed)
+    step = _get_step(decoder, _spec(cfg), cfg.compile)
+    bias, no_end_bias = _token_biases(vocab, cfg.ban_unk)
     host_ngrams = cfg.no_repeat_ngram_size > 0
+
+    cache_state = [c.state for c in decoder.make_cache(rows, max_len)]
+    extra = {"done": mx.zeros((rows,), dtype=mx.bool_)}
+    if cfg.strategy == "sample":
+        extra["key"] = mx.random.key(secrets.randbits(63) if cfg.seed is None else cfg.seed)
+    if cfg.repetition_penalty != 1.0:
+        extra["seen"] = mx.zeros((rows, vocab), dtype=mx.bool_)
 
     toks = np.full((rows, max_len), PAD, dtype=np.int64)
     lps = np.zeros((rows, max_len), dtype=np.float64)
@@ -307,14 +365,15 @@ def _decode_rows(decoder, cross_kv, cfg: DecodingConfig, rows: int):
     finished = np.zeros(rows, dtype=bool)
     attn = None
 
-    def collect(t, pending) -> bool:
+    def collect(t: int, out: dict) -> bool:
         nonlocal attn
-        tok, lp, done, att = (np.array(x) if x is not None else None for x in pending)
+        tok, lp, done = np.array(out["tokens"]), np.array(out["logprob"]), np.array(out["done"])
         alive = ~finished
         toks[alive, t] = tok[alive]
         lps[alive, t] = lp[alive]
         lengths[alive] += 1
-        if att is not None:
+        if "attention" in out:
+            att = np.array(out["attention"])
             if attn is None:
                 attn = np.zeros((rows, max_len, att.shape[-1]), dtype=np.float32)
             attn[alive, t] = att[alive]
@@ -322,36 +381,35 @@ def _decode_rows(decoder, cross_kv, cfg: DecodingConfig, rows: int):
         return bool(done.all())
 
     tokens = mx.full((rows, 1), START, dtype=mx.int32)
-    done_dev = mx.zeros((rows,), dtype=mx.bool_)
     pending = None
     for t in range(max_len):
-        if host_ngrams and pending is not None:
-            if collect(t - 1, pending):
+        if host_ngrams:
+            # The bans need step t-1's tokens on the host: no overlap in this mode.
+            if pending is not None and collect(t - 1, pending):
                 pending = None
                 break
             pending = None
-        out = step(tokens, mx.array(t, dtype=mx.int32), cache_state, cross_kv)
-        logits, cache_state = out[0], out[1]
-        att = out[2] if cfg.return_attention else None
-        ban = _ngram_bans(toks, lengths, cfg.no_repeat_ngram_size, vocab) if host_ngrams else None
-        logp = process(logits, t, ban)
-        if sampling:
-            key, sub = mx.random.split(key)
-            scaled = _filter_top_p(_filter_top_k(logp / cfg.temperature, cfg.top_k), cfg.top_p)
-            nxt = mx.random.categorical(scaled, key=sub)
-        else:
-            nxt = mx.argmax(logp, axis=-1)
-        lp = mx.take_along_axis(logp, nxt[:, None], axis=-1)[:, 0]
-        nxt = mx.where(done_dev, PAD, nxt).astype(mx.int32)
-        lp = mx.where(done_dev, 0.0, lp)
-        done_dev = mx.logical_or(done_dev, nxt == END)
-        process.record(nxt)
-        tokens = nxt[:, None]
-        mx.async_eval(nxt, lp, done_dev, cache_state, *([att] if att is not None else []))
+            extra["ban"] = mx.array(_ngram_bans(toks, lengths, cfg.no_repeat_ngram_size, vocab))
+        out = step(
+            tokens,
+            mx.array(t, dtype=mx.int32),
+            cache_state,
+            cross_kv,
+            no_end_bias if t < cfg.min_length else bias,
+            extra,
+        )
+        cache_state = out["cache"]
+        extra["done"] = out["done"]
+        for name in ("key", "seen"):
+            if name in out:
+                extra[name] = out[name]
+        tokens = out["tokens"][:, None]
+        # Start step t on the device, then read step t-1 while it runs.
+        mx.async_eval(out)
         if pending is not None and collect(t - 1, pending):
             pending = None  # step t ran for nothing: every row had already ended
             break
-        pending = (nxt, lp, done_dev, att)
+        pending = out
     if pending is not None:  # the loop ran to max_length
         collect(max_len - 1, pending)
     return toks, lps, lengths, finished, attn
@@ -372,10 +430,13 @@ def _beam_search(decoder, cross_kv, cfg: DecodingConfig, batch: int) -> list[lis
     vocab = decoder.config.vocab_size
     rows = batch * k_beams
     n_cand = min(2 * k_beams, k_beams * vocab)
-    first_step = _get_step(decoder, cfg.return_attention, False, cfg.compile)
-    next_step = _get_step(decoder, cfg.return_attention, True, cfg.compile)
+    first_step = _get_step(decoder, _spec(cfg, False, n_cand), cfg.compile)
+    next_step = _get_step(decoder, _spec(cfg, True, n_cand), cfg.compile)
+    bias, no_end_bias = _token_biases(vocab, cfg.ban_unk)
     cache_state = [c.state for c in decoder.make_cache(rows, max_len)]
-    process = _Processor(cfg, vocab, rows)
+    extra = {}
+    if cfg.repetition_penalty != 1.0:
+        extra["seen"] = mx.zeros((rows, vocab), dtype=mx.bool_)
 
     # Only the first beam of each image is live at the start (the others are copies).
     beam_scores = np.full((batch, k_beams), -np.inf)
@@ -393,29 +454,30 @@ def _beam_search(decoder, cross_kv, cfg: DecodingConfig, batch: int) -> list[lis
             del kept[k_beams:]
 
     tokens = mx.full((rows, 1), START, dtype=mx.int32)
-    reorder = None
+    step = first_step
     for t in range(max_len):
-        offset = mx.array(t, dtype=mx.int32)
-        if reorder is None:
-            out = first_step(tokens, offset, cache_state, cross_kv)
-        else:
-            out = next_step(tokens, offset, cache_state, cross_kv, reorder)
-        logits, cache_state = out[0], out[1]
-        att = out[2] if cfg.return_attention else None
-        ban = None
+        extra["beam_scores"] = mx.array(beam_scores.astype(np.float32))
         if cfg.no_repeat_ngram_size > 0:
             ban = _ngram_bans(history, np.full(rows, t), cfg.no_repeat_ngram_size, vocab)
-        logp = process(logits, t, ban)
-        cand = (logp + mx.array(beam_scores.reshape(-1, 1), dtype=mx.float32)).reshape(batch, -1)
-        idx = mx.argpartition(-cand, n_cand - 1, axis=-1)[:, :n_cand]
-        vals = mx.take_along_axis(cand, idx, axis=-1)
-        mx.eval(idx, vals, cache_state, *([att] if att is not None else []))
-        idx, vals = np.array(idx), np.array(vals).astype(np.float64)
-        if att is not None:
-            att = np.array(att)
+            extra["ban"] = mx.array(ban)
+        out = step(
+            tokens,
+            mx.array(t, dtype=mx.int32),
+            cache_state,
+            cross_kv,
+            no_end_bias if t < cfg.min_length else bias,
+            extra,
+        )
+        mx.eval(out)
+        cache_state = out["cache"]
+        if "seen" in out:
+            extra["seen"] = out["seen"]
+        idx = np.array(out["candidates"])
+        vals = np.array(out["scores"]).astype(np.float64)
+        if "attention" in out:
             if attn_hist is None:
-                attn_hist = np.zeros((rows, max_len, att.shape[-1]), dtype=np.float32)
-            attn_hist[:, t] = att
+                attn_hist = np.zeros((rows, max_len, out["attention"].shape[-1]), np.float32)
+            attn_hist[:, t] = np.array(out["attention"])
 
         length = t + 1
         norm = float(length) ** lp_pow
@@ -436,17 +498,11 @@ def _beam_search(decoder, cross_kv, cfg: DecodingConfig, batch: int) -> list[lis
                 beam, tok = divmod(int(idx[b, j]), vocab)
                 row = base + beam
                 if tok == END:
+                    # As in Hugging Face: an <end> ranked below the top num_beams is dropped.
                     if rank < k_beams:
-                        add(
-                            b,
-                            _Hypothesis(
-                                score / norm,
-                                score,
-                                history[row, :t].tolist() + [END],
-                                True,
-                                None if attn_hist is None else attn_hist[row, : t + 1].copy(),
-                            ),
-                        )
+                        tokens_ = history[row, :t].tolist() + [END]
+                        att = None if attn_hist is None else attn_hist[row, : t + 1].copy()
+                        add(b, _Hypothesis(score / norm, score, tokens_, True, att))
                     continue
                 beam_rows[base + n_live] = row
                 next_tokens[base + n_live] = tok
@@ -467,12 +523,12 @@ def _beam_search(decoder, cross_kv, cfg: DecodingConfig, batch: int) -> list[lis
         beam_scores = np.where(done[:, None], -np.inf, new_scores)
         if t == max_len - 1 or done.all():
             break
-        reorder = mx.array(beam_rows.astype(np.int32))
+        extra["reorder"] = mx.array(beam_rows.astype(np.int32))
         tokens = mx.array(next_tokens.astype(np.int32))[:, None]
-        process.record(tokens[:, 0], reorder)
+        step = next_step
 
     # Beams still running at max_length end there, unfinished.
-    length = max_len
+    norm = float(max_len) ** lp_pow
     for b in range(batch):
         if done[b]:
             continue
@@ -480,16 +536,8 @@ def _beam_search(decoder, cross_kv, cfg: DecodingConfig, batch: int) -> list[lis
             score = beam_scores[b, i]
             if np.isfinite(score):
                 row = b * k_beams + i
-                add(
-                    b,
-                    _Hypothesis(
-                        score / float(length) ** lp_pow,
-                        score,
-                        history[row, :length].tolist(),
-                        False,
-                        None if attn_hist is None else attn_hist[row, :length].copy(),
-                    ),
-                )
+                att = None if attn_hist is None else attn_hist[row, :max_len].copy()
+                add(b, _Hypothesis(score / norm, score, history[row].tolist(), False, att))
     return hyps
 
 
@@ -501,6 +549,8 @@ def decode(decoder, image_tokens: mx.array, tokenizer, config: DecodingConfig) -
     """Generate captions from image tokens ``(B, T, d)`` already projected to decoder width."""
     cfg = _check_config(config, decoder.config.max_length)
     batch = image_tokens.shape[0]
+    if batch == 0:
+        return []
     was_training = decoder.training
     decoder.eval()
     try:
@@ -632,7 +682,9 @@ def caption(
             raise UserError("give a checkpoint (folder or hub id) or a model and tokenizer")
         from mlx_caption.models.captioner import load_captioner
 
-        key = str(checkpoint)
+        # Keyed by the weights file's mtime too, so a checkpoint saved again is reloaded.
+        weights = Path(checkpoint) / "model.safetensors"
+        key = f"{checkpoint}@{weights.stat().st_mtime_ns if weights.is_file() else ''}"
         if key not in _LOADED:
             _LOADED.clear()  # keep one model in memory
             _LOADED[key] = load_captioner(checkpoint)

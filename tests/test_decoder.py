@@ -10,6 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_caption.config import DecoderConfig
+from mlx_caption.models.attention import KVCache
 from mlx_caption.models.decoder import TextDecoder, gelu
 
 CFG = DecoderConfig(
@@ -55,16 +56,20 @@ def test_cache_steps_equal_full_forward():
 
 def test_cache_step_compiled_with_array_offset_equals_full():
     """The generation step's form: fixed-shape buffers, offset as an array, mx.compile."""
-    from mlx_caption.generate import _get_step
-
     dec = _decoder()
     tokens, image = _inputs()
     full = np.array(dec(tokens, image))
-    step = _get_step(dec, with_attention=False, with_reorder=False, compiled=True)
+
+    def step(token, offset, state, cross):
+        caches = [KVCache(k, v, offset) for k, v in state]
+        logits = dec(token, cross_kv=cross, caches=caches, offset=offset)
+        return logits[:, -1], [c.state for c in caches]
+
+    compiled = mx.compile(step, inputs=dec.state)
     state = [c.state for c in dec.make_cache(2, 10)]
     cross = dec.cross_kv(image)
     for i in range(10):
-        logits, state = step(tokens[:, i : i + 1], mx.array(i, dtype=mx.int32), state, cross)
+        logits, state = compiled(tokens[:, i : i + 1], mx.array(i, dtype=mx.int32), state, cross)
         np.testing.assert_allclose(np.array(logits), full[:, i], atol=1e-5)
 
 
