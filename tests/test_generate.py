@@ -392,3 +392,16 @@ def test_bad_options_refused(options, message):
         _run(_decoder(), _images(batch=1), **options)
     with pytest.raises(UserError, match="unknown decoding option"):
         DecodingConfig().replace(beams=3)
+
+
+def test_compiled_step_sees_weight_updates():
+    """The compiled step is cached on the decoder; training between calls must be seen."""
+    dec = _decoder()
+    images = _images()
+    before = _run(dec, images)
+    new_bias = mx.random.normal((30,)) * 5
+    dec.update({"output_bias": new_bias})
+    after = _run(dec, images)
+    eager = _run(dec, images, compile=False)
+    assert [c.token_ids for c in after] == [c.token_ids for c in eager]
+    assert [c.token_ids for c in after] != [c.token_ids for c in before]
