@@ -5,6 +5,7 @@ Kept free of Streamlit so it is unit-tested directly; the page only adds caching
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,10 @@ class LoadedModel:
     parameters: int
     load_seconds: float
     encoder_name: str | None = None
+    # Streamlit serves each browser session from its own thread and the model is shared:
+    # one caption at a time (MLX graphs are not meant to be evaluated concurrently, and on a
+    # CPU the BLAS already uses every core).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass
@@ -105,12 +110,13 @@ def caption_image(
     from mlx_caption.data.preprocess import preprocess_image
     from mlx_caption.generate import generate
 
-    start = time.perf_counter()
     pixels = preprocess_image(image, loaded.model.config.vision.preprocess)[None]
-    best = generate(
-        loaded.model, pixels, loaded.tokenizer, return_attention=attention, **decoding.options()
-    )[0]
-    seconds = time.perf_counter() - start
+    with loaded.lock:
+        start = time.perf_counter()
+        best = generate(
+            loaded.model, pixels, loaded.tokenizer, return_attention=attention, **decoding.options()
+        )[0]
+        seconds = time.perf_counter() - start
     words: list[tuple[str, np.ndarray]] = []
     if attention and best.attention is not None:
         ids = [t for t in best.token_ids if t != loaded.tokenizer.END]
