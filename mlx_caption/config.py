@@ -190,6 +190,10 @@ class TrainDataConfig:
     # Rows per image in one step: 1 = one random caption per image, 5 = all five (a batch of
     # 250 rows then holds 50 images).
     captions_per_image: int = 1
+    # Frozen encoder: where encoder grids are cached (None: $MLX_CAPTION_CACHE/features or
+    # ~/.cache/mlx_caption/features) and how they are stored ("float16" halves the size).
+    feature_cache: str | None = None
+    feature_dtype: str = "float32"
 
 
 @dataclass
@@ -201,6 +205,9 @@ class TrainOptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    # Adam's bias correction (standard AdamW); MLX's default is off, which makes the first
+    # few hundred updates several times larger than ``lr``.
+    bias_correction: bool = True
     warmup_steps: int = 500
     schedule: str = "cosine"  # "cosine" | "linear" | "constant" (after warmup)
     min_lr_ratio: float = 0.0  # lr at the end of decay, as a fraction of the peak
@@ -248,7 +255,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = True
     log_every: int = 10
-    # Debug hook for tests: poison a weight with NaN before this step (never use in a recipe).
+    # Debug hook for tests: a weight turns NaN just before update number N (1-based).
     nan_at_step: int | None = None
 
     _SECTIONS = {

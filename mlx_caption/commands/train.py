@@ -33,6 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary as last line")
 
 
+def yaml_loader():
+    """PyYAML's safe loader, reading ``1e-3`` as a float (YAML 1.1 needs ``1.0e-3``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_re = re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    )
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_re, list("-+0123456789."))
+    return Loader
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :func:`yaml_loader`."""
+    import yaml
+
+    return yaml.load(text, Loader=yaml_loader())  # noqa: S506  (a SafeLoader subclass)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["optim.lr=1e-3", "model.decoder=tiny"]`` -> nested dict with YAML-typed values."""
     import yaml
@@ -45,7 +73,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise UserError(f"--set {key}: cannot parse {raw!r}: {err}") from err
         node = out
@@ -79,7 +107,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"training config not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

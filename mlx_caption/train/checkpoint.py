@@ -237,22 +237,24 @@ def load_optimizer_state(ckpt: str | Path) -> dict[str, Any]:
 
 
 def restore_optimizer(optimizer: Any, ckpt: str | Path, parameters: dict[str, Any]) -> None:
-    """Load a checkpoint's optimizer state into ``optimizer`` (initialized for ``parameters``)."""
+    """Load a checkpoint's optimizer state into a freshly built ``optimizer``.
+
+    The saved state must have exactly the entries this optimizer would create for
+    ``parameters`` (same groups, same trainable weights): a resume with a different trainable
+    set would silently drop or zero Adam moments, so it is refused.
+    """
     state = load_optimizer_state(ckpt)
-    try:
-        optimizer.state = state
-        optimizer.init(parameters)
-    except (ValueError, KeyError, IndexError) as err:
-        raise UserError(f"optimizer state in {ckpt} does not fit this model/recipe: {err}") from err
-    # A state that init() had to extend means the trainable set changed: moments would be lost.
+    optimizer.init(parameters)
     expected = {k for k, _ in tree_flatten(optimizer.state)}
     saved = {k for k, _ in tree_flatten(state)}
     if expected != saved:
-        missing = sorted(expected - saved)[:3]
+        missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
         raise UserError(
             f"optimizer state in {ckpt} does not match the trainable parameters "
-            f"(e.g. missing {missing}); resume with the same recipe"
+            f"(missing e.g. {missing}, unexpected e.g. {extra}); resume with the same recipe"
         )
+    optimizer.state = state
+    optimizer.init(parameters)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -12,7 +12,8 @@ decodes images with mlx-data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ class TrainData:
         self.k = cfg.data.captions_per_image
         self.images_per_step = cfg.batch_size // self.k
         self._rows = shard_rows(self.images_per_step, world)
-        self.features: np.ndarray | None = None  # frozen: (len(train), T, D) grids
-        self.val_features: np.ndarray | None = None
+        self.features = None  # frozen: FeatureStore of the training images' grids
+        self.val_features = None
         self._steps: int | None = None
 
     # ------------------------------------------------------------------ construction
@@ -79,7 +80,8 @@ class TrainData:
             val = [val[i] for i in report.ok][: cfg.eval.val_images]
         if scenes is not None:
             scenes = {str(r.id): scenes[str(r.id)] for r in val if str(r.id) in scenes}
-        return cls(cfg, world, train, val, scenes, out / "features")
+        cache = Path(d.feature_cache).expanduser() if d.feature_cache else default_feature_cache()
+        return cls(cfg, world, train, val, scenes, cache)
 
     def make_tokenizer(self):
         """The recipe's tokenizer, or a BPE trained on the training captions."""
@@ -151,7 +153,7 @@ class TrainData:
             index = np.asarray(batch["index"])[rows]
             tokens = mx.array(np.asarray(batch["tokens"])[tok_rows])
             if frozen:
-                images = mx.array(self.features[index])
+                images = mx.array(self.features.get(index))
             else:
                 images = mx.array(np.asarray(batch["pixels"])[rows])
             yield images, tokens
@@ -165,7 +167,7 @@ class TrainData:
             for s in range(0, len(self.val), bs):
                 part = self.val[s : s + bs]
                 yield {
-                    "images": self.val_features[s : s + len(part)],
+                    "images": self.val_features.get(np.arange(s, s + len(part))),
                     "ids": [r.id for r in part],
                     "references": [list(r.captions) for r in part],
                 }
@@ -181,15 +183,46 @@ class TrainData:
 
     # ------------------------------------------------------------------ frozen features
 
-    def prepare_features(self, model, log: Callable[[str], None] | None = None) -> None:
-        """Encoder grids of every training image and the validation subset (frozen mode)."""
-        self.features = encode_records(
-            model, self.train, self.preprocess, self.cache_dir, "train", self.world, log
-        )
+    def prepare_features(self, model, progress: bool = False) -> None:
+        """Encoder grids of the training images and the validation subset (frozen mode).
+
+        They come from :class:`~mlx_caption.data.features.FeatureCache` (computed on the first
+        run, read afterwards). Rank 0 builds first; the other ranks then find the cache (same
+        host) or build their own copy (another host).
+        """
+        self.features = self._cached_features(model, self.train, progress)
         if self.val:
-            self.val_features = encode_records(
-                model, self.val, self.preprocess, self.cache_dir, "val", self.world, log
-            )
+            self.val_features = self._cached_features(model, self.val, progress)
+
+    def _cached_features(self, model, records: list[Record], progress: bool):
+        from mlx_caption.data.features import FeatureCache
+
+        cache = FeatureCache(self.cache_dir)
+        was_training = model.training
+        model.eval()
+        store = None
+        try:
+            for turn in (True, False):
+                if self.world.is_main == turn:
+                    store = cache.get_or_build(
+                        model.encoder,
+                        records,
+                        self.preprocess,
+                        dtype=self.cfg.data.feature_dtype,
+                        encode_fn=model.encode_features,
+                        progress=progress and self.world.is_main,
+                    )
+                barrier(self.world)
+        finally:
+            if was_training:
+                model.train()
+        return store
+
+
+def default_feature_cache() -> Path:
+    """Shared feature cache root (entries are keyed by fingerprint, so sharing is safe)."""
+    root = os.environ.get("MLX_CAPTION_CACHE") or Path.home() / ".cache" / "mlx_caption"
+    return Path(root) / "features"
 
 
 def _synthetic(spec: dict[str, Any], root: Path, world: World) -> Path:
@@ -213,32 +246,3 @@ def _synthetic(spec: dict[str, Any], root: Path, world: World) -> Path:
             write_synthetic_dataset(folder, images=images, seed=seed, size=size)
         barrier(world)
     return path
-
-
-def encode_records(
-    model,
-    records: list[Record],
-    preprocess: PreprocessConfig,
-    cache_dir: Path,
-    name: str,
-    world: World,
-    log: Callable[[str], None] | None = None,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Encoder grids ``(N, T, D)`` of ``records`` (exact preprocessing; unusable images: 0)."""
-    from mlx_caption.data.pipeline import eval_stream
-
-    was_training = model.training
-    model.eval()
-    vision = model.config.vision
-    out = np.zeros((len(records), vision.num_tokens, vision.hidden_size), dtype=np.float32)
-    try:
-        for batch in eval_stream(records, preprocess, batch_size):
-            grid = model.encode_features(mx.array(batch["pixels"]))
-            out[np.asarray(batch["index"])] = np.array(grid)
-    finally:
-        if was_training:
-            model.train()
-    if log:
-        log(f"encoded {len(records)} {name} images for the frozen encoder")
-    return out

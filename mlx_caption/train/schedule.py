@@ -110,7 +110,13 @@ def build_optimizer(
         schedules[name] = sched
         wd = 0.0 if name.endswith("no_decay") else cfg.weight_decay
         optimizers.append(
-            optim.AdamW(learning_rate=sched, betas=list(cfg.betas), eps=cfg.eps, weight_decay=wd)
+            optim.AdamW(
+                learning_rate=sched,
+                betas=list(cfg.betas),
+                eps=cfg.eps,
+                weight_decay=wd,
+                bias_correction=cfg.bias_correction,
+            )
         )
     decay_all = cfg.decay_all
 

@@ -238,6 +238,7 @@ class Trainer:
         self.progress = progress and self.world.is_main
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._stop_signal: str | None = None
+        self._bar = None
         self._check_recipe()
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +281,7 @@ class Trainer:
         self.resumed_from = resume_ckpt
 
         if self.frozen:
-            self.data.prepare_features(self.model, self._print if self.world.is_main else None)
+            self.data.prepare_features(self.model, progress=self.progress)
         self.step_fn = TrainStep(
             self.model,
             self.optimizer,
@@ -319,10 +320,9 @@ class Trainer:
                 f"{images} images per step do not split over {world.size} processes; "
                 "make batch_size / captions_per_image a multiple of the process count"
             )
-        if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen":
-            raise UserError(
-                "a scratch (random) encoder must train: set model.encoder_mode: finetune"
-            )
+        if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen" and world.is_main:
+            # Legitimate as a random-features baseline (and for tests), rarely what one wants.
+            self._print("warning: a frozen scratch encoder is random: its features carry little")
 
     def lr(self, group: str = "decay") -> float:
         """The lr the next step will use for a parameter group."""
@@ -382,7 +382,7 @@ class Trainer:
         window = st.extra.setdefault("log_window", [])
         timed, t_window = 0, time.perf_counter()
         for images, tokens in self.data.train_batches(st.epoch, st.batch_offset):
-            if cfg.nan_at_step is not None and st.step == cfg.nan_at_step:
+            if cfg.nan_at_step is not None and st.step + 1 == cfg.nan_at_step:
                 poison(self.model)
             out = self.step_fn(images, tokens)
             if not (math.isfinite(out.loss) and math.isfinite(out.grad_norm)):

@@ -1,0 +1,492 @@
+"""Training: loss, schedule, compiled step, encoder modes, resume, kill -9, Ctrl-C, NaN, e2e."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+import yaml
+from mlx.utils import tree_flatten
+
+import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
+from mlx_caption.cli import main
+from mlx_caption.commands.train import parse_overrides
+from mlx_caption.config import (
+    CaptionerConfig,
+    DecoderConfig,
+    TrainConfig,
+    TrainModelConfig,
+    TrainOptimConfig,
+    VisionConfig,
+)
+from mlx_caption.data.synthetic import write_synthetic_dataset
+from mlx_caption.errors import UserError
+from mlx_caption.models.captioner import Captioner, load_captioner
+from mlx_caption.train.checkpoint import list_checkpoints, read_state
+from mlx_caption.train.schedule import GROUPS, build_optimizer, group_of, lr_at, warmup_decay
+from mlx_caption.train.trainer import Trainer, TrainStep, caption_loss, set_trainable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """120 synthetic 32-px images (96 train / 12 val / 12 test), Karpathy JSON."""
+    root = tmp_path_factory.mktemp("shapes")
+    return write_synthetic_dataset(root, images=120, seed=0, size=32)
+
+
+def recipe(dataset: Path, cache: Path, **over) -> dict:
+    """A tiny from-scratch recipe: 6 steps per epoch of 16 images."""
+    d = {
+        "model": {
+            "encoder": "scratch",
+            "encoder_mode": "finetune",
+            "vision": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+            "decoder": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "dropout": 0.1,
+            },
+        },
+        "data": {
+            "format": "karpathy",
+            "annotations": str(dataset),
+            "images": str(dataset.parent),
+            "vocab_size": 300,
+            "max_length": 32,
+            "feature_cache": str(cache),
+        },
+        "optim": {"lr": 2e-3, "encoder_lr": 1e-3, "warmup_steps": 4},
+        "eval": {"generate": False, "batch_size": 12, "val_images": 12},
+        "checkpoint": {"every_steps": 4, "keep_last": 10},
+        "epochs": 3,
+        "batch_size": 16,
+        "log_every": 2,
+        "seed": 0,
+    }
+    for key, value in over.items():
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return d
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def tiny_captioner(dropout: float = 0.0, layers: int = 2) -> Captioner:
+    mx.random.seed(0)
+    vision = VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+    )
+    decoder = DecoderConfig(
+        vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+        max_length=12, dropout=dropout,
+    )  # fmt: skip
+    return Captioner(CaptionerConfig(vision=vision, decoder=decoder))
+
+
+def batch(n: int = 4, size: int = 16, seed: int = 0) -> tuple[mx.array, mx.array]:
+    rng = np.random.default_rng(seed)
+    px = rng.standard_normal((n, size, size, 3)).astype(np.float32)
+    tok = rng.integers(4, 50, (n, 12))
+    tok[:, 0] = 1
+    for i in range(n):
+        end = 4 + i % 6
+        tok[i, end] = 2
+        tok[i, end + 1 :] = 0
+    return mx.array(px), mx.array(tok.astype(np.int32))
+
+
+def weights(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+def train_lines(run: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == "train"]
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_caption_loss_ignores_pad_with_label_smoothing():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 4, 6)).astype(np.float32)
+    targets = np.array([[3, 5, 2, 0], [1, 2, 0, 0]])
+    total, count, correct = caption_loss(mx.array(logits), mx.array(targets), 0.1)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    mask = targets != 0
+    # Label smoothing 0.1 over 6 classes: 0.9 * NLL + 0.1 * mean over classes of -logp.
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    smooth = 0.9 * nll + 0.1 * (-logp.mean(-1))
+    assert count.item() == 5
+    assert total.item() == pytest.approx(float((smooth * mask).sum()), rel=1e-5)
+    hits = (logits.argmax(-1) == targets) & mask
+    assert correct.item() == hits.sum()
+    # Changing a logit row at a pad position changes nothing.
+    logits[1, 3] += 100.0
+    total2, _, _ = caption_loss(mx.array(logits), mx.array(targets), 0.1)
+    assert total2.item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_schedule_warmup_then_cosine_to_floor():
+    sched = warmup_decay(1e-3, warmup_steps=10, total_steps=110, kind="cosine", min_ratio=0.1)
+    got = [sched(mx.array(s, mx.uint64)).item() for s in (0, 4, 9, 10, 60, 110, 500)]
+    assert got[0] == pytest.approx(1e-4)  # the very first update already moves
+    assert got[1] == pytest.approx(5e-4)
+    assert got[2] == pytest.approx(1e-3)
+    assert got[3] == pytest.approx(1e-3)
+    assert got[4] == pytest.approx(1e-4 + 0.9e-3 * 0.5, rel=1e-5)  # half way down the cosine
+    assert got[5] == pytest.approx(1e-4) and got[6] == pytest.approx(1e-4)
+    for s in range(0, 120, 7):
+        assert sched(mx.array(s)).item() == pytest.approx(
+            lr_at(s, 1e-3, 10, 110, "cosine", 0.1), rel=1e-5
+        )
+    linear = warmup_decay(1.0, 0, 100, kind="linear")
+    assert linear(mx.array(50)).item() == pytest.approx(0.5)
+    with pytest.raises(UserError):
+        warmup_decay(1.0, 0, 10, kind="step")
+
+
+def test_parameter_groups_and_encoder_lr():
+    model = tiny_captioner()
+    assert group_of("encoder.encoder.layers.0.mlp.fc1.weight", mx.zeros((4, 4))) == "encoder_decay"
+    assert group_of("encoder.embeddings.position_embedding.weight", mx.zeros((4, 4))) == (
+        "encoder_no_decay"
+    )
+    assert group_of("decoder.layers.0.norm1.bias", mx.zeros((4,))) == "no_decay"
+    assert group_of("decoder.embed_tokens.weight", mx.zeros((4, 4))) == "decay"
+    assert group_of("decoder.norm.weight", mx.zeros((4,)), decay_all=True) == "decay"
+
+    opt, schedules = build_optimizer(
+        TrainOptimConfig(lr=1e-2, encoder_lr=1e-4, warmup_steps=0, schedule="constant"), 10
+    )
+    assert set(schedules) == set(GROUPS)
+    px, tok = batch()
+    before = weights(model)
+    TrainStep(model, opt, compile=False)(px, tok)
+    after = weights(model)
+    # Adam's first step moves each weight by about lr: encoder 100x less than the decoder.
+    enc = np.abs(after["encoder.encoder.layers.0.mlp.fc1.weight"] - before["encoder.encoder.layers.0.mlp.fc1.weight"]).max()  # fmt: skip
+    dec = np.abs(after["decoder.layers.0.mlp.fc1.weight"] - before["decoder.layers.0.mlp.fc1.weight"]).max()  # fmt: skip
+    assert enc == pytest.approx(1e-4, rel=0.05)
+    assert dec == pytest.approx(1e-2, rel=0.05)
+
+
+def run_steps(compile: bool, n: int = 5, dropout: float = 0.1, grad_checkpoint: bool = False):
+    model = tiny_captioner(dropout=dropout)
+    model.encoder.grad_checkpoint = grad_checkpoint
+    model.train()
+    opt, _ = build_optimizer(TrainOptimConfig(lr=3e-3, warmup_steps=2), 20)
+    mx.random.seed(7)
+    step = TrainStep(model, opt, label_smoothing=0.1, grad_clip=1.0, compile=compile)
+    outs = [step(*batch(seed=i % 2)) for i in range(n)]
+    return [o.loss for o in outs], weights(model)
+
+
+def test_compiled_step_matches_uncompiled():
+    eager, w_eager = run_steps(compile=False)
+    compiled, w_compiled = run_steps(compile=True)
+    assert eager[-1] < eager[0]
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+    for k in w_eager:
+        np.testing.assert_allclose(w_compiled[k], w_eager[k], atol=1e-4, err_msg=k)
+
+
+def test_grad_checkpoint_same_numbers_less_memory():
+    plain, w_plain = run_steps(compile=True, n=3, dropout=0.0)
+    ckpt, w_ckpt = run_steps(compile=True, n=3, dropout=0.0, grad_checkpoint=True)
+    np.testing.assert_allclose(ckpt, plain, rtol=1e-5)
+    for k in w_plain:
+        np.testing.assert_allclose(w_ckpt[k], w_plain[k], atol=1e-4, err_msg=k)
+
+    def peak(flag: bool) -> int:
+        model = tiny_captioner(layers=4)
+        model.encoder.grad_checkpoint = flag
+        opt, _ = build_optimizer(TrainOptimConfig(), 10)
+        step = TrainStep(model, opt, compile=False)
+        px, tok = batch(n=32)
+        step(px, tok)
+        mx.reset_peak_memory()
+        step(px, tok)
+        return mx.get_peak_memory()
+
+    assert peak(True) < peak(False)
+
+
+def test_frozen_and_last_n_blocks():
+    # Frozen: the step takes cached grids; the encoder is bit-identical afterwards.
+    model = tiny_captioner()
+    set_trainable(model, TrainModelConfig(encoder_mode="frozen"))
+    before = weights(model)
+    opt, _ = build_optimizer(TrainOptimConfig(lr=1e-2, warmup_steps=0), 10)
+    step = TrainStep(model, opt, from_features=True)
+    px, tok = batch()
+    grids = model.encode_features(px)
+    for _ in range(3):
+        step(grids, tok)
+    after = weights(model)
+    enc = [k for k in before if k.startswith("encoder.")]
+    assert all(np.array_equal(before[k], after[k]) for k in enc)
+    assert not np.array_equal(before["decoder.layers.0.mlp.fc1.weight"], after["decoder.layers.0.mlp.fc1.weight"])  # fmt: skip
+
+    # Fine-tune the last block: block 1 moves, block 0, embeddings and pre-norm do not.
+    model = tiny_captioner()
+    set_trainable(model, TrainModelConfig(encoder_mode="finetune", finetune_last_n=1))
+    before = weights(model)
+    opt, _ = build_optimizer(TrainOptimConfig(lr=1e-2, encoder_lr=1e-2, warmup_steps=0), 10)
+    step = TrainStep(model, opt)
+    for _ in range(3):
+        step(px, tok)
+    after = weights(model)
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    enc_changed = {k for k in changed if k.startswith("encoder.")}
+    assert enc_changed and all(k.startswith("encoder.encoder.layers.1.") for k in enc_changed)
+    assert any(k.startswith("decoder.") for k in changed)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def test_resume_continues_exactly(shapes, tmp_path):
+    cfg = TrainConfig.from_dict(recipe(shapes, tmp_path / "cache"))
+    straight = Trainer(cfg, tmp_path / "A", progress=False, log=quiet)
+    result = straight.fit()
+    assert result.status == "finished" and result.step == 18  # 3 epochs x 6 steps
+
+    first = Trainer(cfg, tmp_path / "B", progress=False, log=quiet)
+    stopped = first.fit(stop_at_step=9)  # mid-epoch 1 (batch 3 of 6)
+    assert stopped.status == "stopped" and stopped.checkpoint.endswith("ckpt-9")
+    state = read_state(tmp_path / "B" / "ckpt-9")
+    assert (state.step, state.epoch, state.batch_offset) == (9, 1, 3)
+    resumed = Trainer(cfg, tmp_path / "B", resume=tmp_path / "B", progress=False, log=quiet)
+    assert resumed.lr() == pytest.approx(straight.lr_used(9))
+    assert resumed.fit().status == "finished"
+
+    a, b = train_lines(tmp_path / "A"), train_lines(tmp_path / "B")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(2, 19, 2))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["epoch"] == ra["epoch"]
+        assert rb["lr"] == pytest.approx(ra["lr"], rel=1e-6)
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)  # same data, same dropout
+    wa, wb = weights(straight.model), weights(resumed.model)
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], atol=1e-4, err_msg=k)
+    evals = [json.loads(x) for x in (tmp_path / "B" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if r["kind"] == "eval"] == [6, 12, 18]
+
+
+def test_frozen_run_keeps_encoder_and_uses_cache(shapes, tmp_path):
+    d = recipe(shapes, tmp_path / "cache", **{"model.encoder_mode": "frozen", "epochs": 1})
+    trainer = Trainer(TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet)
+    before = weights(trainer.model.encoder)
+    assert trainer.fit().status == "finished"
+    after = weights(trainer.model.encoder)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert list((tmp_path / "cache").glob("*/manifest.json"))  # grids were cached
+
+
+def test_nan_stops_with_message_and_last_checkpoint_loads(shapes, tmp_path, capsys):
+    cfg_path = tmp_path / "nan.yaml"
+    cfg_path.write_text(yaml.safe_dump(recipe(shapes, tmp_path / "cache", nan_at_step=6)))
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(cfg_path), "--out", str(out), "--no-progress", "--json"])
+    assert code == 3
+    captured = capsys.readouterr()
+    assert "diverged" in captured.err and "ckpt-4" in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["status"] == "diverged" and summary["checkpoint"].endswith("ckpt-4")
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt-4"]
+    model, _ = load_captioner(out / "ckpt-4")
+    assert all(np.isfinite(v).all() for v in weights(model).values())
+    errors = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert errors[-1]["kind"] == "error"
+
+
+def test_cli_overrides_and_refusals(shapes, tmp_path, capsys):
+    assert parse_overrides(["optim.lr=1e-3", "eval.generate=false", "model.decoder=tiny"]) == {
+        "optim": {"lr": 1e-3},
+        "eval": {"generate": False},
+        "model": {"decoder": "tiny"},
+    }
+    with pytest.raises(UserError):
+        parse_overrides(["novalue"])
+    cfg_path = tmp_path / "r.yaml"
+    cfg_path.write_text(yaml.safe_dump(recipe(shapes, tmp_path / "cache")))
+    assert main(["train", "--config", str(cfg_path), "--set", "optim.lrr=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    # One epoch through the CLI with overrides; then the same --out again is refused.
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg_path), "--out", str(out), "--no-progress"]
+    assert main([*args, "--set", "epochs=1", "--set", "checkpoint.every_steps=100"]) == 0
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt-6"]
+    assert (out / "curves.png").stat().st_size > 1000
+    assert read_state(out / "ckpt-6").config["epochs"] == 1
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlx_caption.cli", "train", *args],
+            cwd=REPO,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for a checkpoint")
+        time.sleep(0.05)
+
+
+def test_kill9_resumes_from_last_checkpoint(shapes, tmp_path):
+    cfg_path = tmp_path / "r.yaml"
+    d = recipe(shapes, tmp_path / "cache", epochs=5)
+    d["checkpoint"]["every_steps"] = 2
+    cfg_path.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    proc = _spawn(
+        ["--config", str(cfg_path), "--out", str(out), "--no-progress"], tmp_path / "a.log"
+    )
+    _wait_for(lambda: len(list_checkpoints(out)) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    last = read_state(list_checkpoints(out)[-1]).step
+    assert 0 < last < 30
+
+    proc = _spawn(["--resume", str(out), "--no-progress"], tmp_path / "b.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()
+    log = (tmp_path / "b.log").read_text()
+    assert f"at step {last}" in log
+    steps = [r["step"] for r in train_lines(out)]
+    assert steps == list(range(2, 31, 2))  # no gap, no duplicate across the kill
+    assert read_state(list_checkpoints(out)[-1]).step == 30
+
+
+def test_sigint_saves_and_exits_130(shapes, tmp_path):
+    cfg_path = tmp_path / "r.yaml"
+    d = recipe(shapes, tmp_path / "cache", epochs=50)
+    d["checkpoint"]["every_steps"] = 1000
+    d["eval"]["every_steps"] = 1000
+    cfg_path.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    proc = _spawn(
+        ["--config", str(cfg_path), "--out", str(out), "--no-progress"], tmp_path / "a.log"
+    )
+    _wait_for(lambda: (out / "metrics.jsonl").is_file(), proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    ckpts = list_checkpoints(out)
+    assert len(ckpts) == 1, (tmp_path / "a.log").read_text()
+    state = read_state(ckpts[0])
+    assert ckpts[0].name == f"ckpt-{state.step}" and 0 < state.step < 300
+    assert "SIGINT" in (tmp_path / "a.log").read_text()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_end_to_end_learns_to_look(tmp_path):
+    """A from-scratch captioner on synthetic shapes beats the image-blind caption."""
+    from mlx_caption.data.synthetic import blind_baseline_caption, load_scenes, score_objects
+    from mlx_caption.metrics import score_captions
+
+    d = {
+        "model": {
+            "encoder": "scratch",
+            "encoder_mode": "finetune",
+            "vision": {
+                "hidden_size": 96,
+                "intermediate_size": 192,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+            "decoder": {
+                "hidden_size": 96,
+                "num_layers": 2,
+                "num_heads": 2,
+                "intermediate_size": 192,
+                "dropout": 0.0,
+            },
+        },
+        "data": {"synthetic": {"images": 400, "size": 32, "seed": 0}, "vocab_size": 400},
+        "optim": {"lr": 2e-3, "encoder_lr": 2e-3, "warmup_steps": 20, "min_lr_ratio": 0.1},
+        "eval": {"batch_size": 40, "val_images": 40, "metrics_tokenizer": "python"},
+        "checkpoint": {"every_steps": 1000},
+        "epochs": 30,
+        "batch_size": 32,
+        "label_smoothing": 0.0,
+        "log_every": 10,
+    }
+    t0 = time.perf_counter()
+    trainer = Trainer(TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet)
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    assert result.status == "finished"
+    losses = [r["loss"] for r in train_lines(tmp_path / "run")]
+    assert losses[-1] < 0.5 * losses[0]
+
+    last = result.last_eval
+    data = trainer.data
+    refs = {r.id: r.captions for r in data.val}
+    blind = blind_baseline_caption(c for r in data.train for c in r.captions)
+    blind_scores = score_captions(refs, dict.fromkeys(refs, blind), tokenizer="python")
+    scenes = {str(k): v for k, v in load_scenes(tmp_path / "run" / "data" / "synthetic-400-32-0" / "dataset_synthetic.json").items()}  # fmt: skip
+    blind_objects = score_objects({k: blind for k in refs}, scenes)
+    print(
+        f"\ne2e: {seconds:.0f}s, loss {losses[0]:.2f} -> {losses[-1]:.2f}, "
+        f"CIDEr {last['CIDEr']:.3f} (blind {blind_scores['CIDEr']:.3f}), "
+        f"pair_f1 {last['pair_f1']:.3f} (blind {blind_objects['pair_f1']:.3f})"
+    )
+    assert last["CIDEr"] > 1.5 * blind_scores["CIDEr"]
+    assert last["pair_f1"] > blind_objects["pair_f1"] + 0.1
+    assert math.isfinite(result.best["value"])
+    load_captioner(tmp_path / "run" / "best")
