@@ -230,11 +230,11 @@ def render_scene(scene: Mapping[str, Any], size: int, rng: np.random.Generator) 
     bg = np.array(scene["background"], dtype=np.float32)
     # Textured background: a soft gradient plus pixel noise, so shapes are not just "any
     # non-flat pixel" and JPEG blocks differ between images.
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-    gx, gy = rng.uniform(-18, 18, size=2)
-    grad = (gx * (xx - 0.5) + gy * (yy - 0.5))[..., None]
-    noise = rng.normal(0.0, 7.0, size=(size, size, 3))
-    base = bg + grad + noise
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    gx, gy = rng.uniform(-18, 18, size=2).astype(np.float32)
+    grad = (gy * ramp[:, None] + gx * ramp[None, :])[..., None]
+    noise = rng.standard_normal((size, size, 3), dtype=np.float32)
+    base = noise * np.float32(7.0) + (bg + grad)
 
     # Shapes drawn big onto black plus a coverage mask, box-filtered down: the colour layer is
     # then premultiplied by coverage, so compositing is one multiply-add (and much faster than
@@ -254,8 +254,9 @@ def render_scene(scene: Mapping[str, Any], size: int, rng: np.random.Generator) 
     small = (size, size)
     premul = np.asarray(colour_layer.resize(small, Image.Resampling.BOX), dtype=np.float32)
     alpha = np.asarray(mask.resize(small, Image.Resampling.BOX), dtype=np.float32)[..., None]
-    out = premul + base * (1.0 - alpha / 255.0)
-    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
+    out = premul + base * (1.0 - alpha * np.float32(1 / 255))
+    np.clip(out + 0.5, 0, 255, out=out)
+    return Image.fromarray(out.astype(np.uint8), "RGB")
 
 
 # --------------------------------------------------------------------------- writing
