@@ -12,6 +12,7 @@ import mlx_caption  # noqa: F401, I001
 import argparse
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -45,8 +46,6 @@ MAX_CACHED_RESULTS = 64  # per browser session
 
 def parse_args() -> argparse.Namespace:
     """The options ``mlx-caption serve`` passes after ``--``; env vars as a fallback."""
-    import sys
-
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="streamlit_app", add_help=False)
     parser.add_argument("--checkpoint", default=env("MLX_CAPTION_CHECKPOINT"))
@@ -171,7 +170,9 @@ def cached_caption(
     return store[full_key]
 
 
-def show_result(name: str, image, result: CaptionResult, loaded: LoadedModel) -> None:
+def show_result(
+    name: str, image, result: CaptionResult, loaded: LoadedModel, decoding: Decoding
+) -> None:
     """One image's card: the picture, the caption, the alternatives and the heat maps."""
     view = heatmap.model_view(image, loaded.model.config.vision.preprocess)
     with st.container(border=True):
@@ -185,7 +186,8 @@ def show_result(name: str, image, result: CaptionResult, loaded: LoadedModel) ->
                 f"{result.seconds * 1000:.0f} ms{note}"
             )
             if result.alternatives:
-                st.markdown("**Alternatives**")
+                other = "Other samples" if decoding.strategy == "sample" else "Other beams"
+                st.markdown(f"**{other}**")
                 st.dataframe(
                     [
                         {"caption": text, "score": round(score, 3), "log-prob": round(lp, 2)}
@@ -214,7 +216,7 @@ def caption_and_show(loaded: LoadedModel, item: LoadedImage, key: str, settings)
     except Exception as err:  # noqa: BLE001  (the page must keep serving other images)
         st.error(f"{item.name}: captioning failed: {type(err).__name__}: {err}")
         return
-    show_result(item.name, item.image, result, loaded)
+    show_result(item.name, item.image, result, loaded, decoding)
 
 
 # ----------------------------------------------------------------------------- inputs
