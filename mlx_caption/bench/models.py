@@ -1,0 +1,69 @@
+"""Models for the benchmarks: random weights, the same in MLX and in the PT bridge."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_caption.config import CaptionerConfig, DecoderConfig, VisionConfig
+
+# Same shapes as zoo.DECODER_PRESETS (kept here so the benchmark does not depend on the zoo).
+DECODERS: dict[str, DecoderConfig] = {
+    "tiny": DecoderConfig(hidden_size=256, num_layers=3, num_heads=4, intermediate_size=1024),
+    "small": DecoderConfig(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048),
+    "base": DecoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+}
+
+TINY_DECODER = DecoderConfig(
+    vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=24
+)
+
+
+def decoder_config(name_or_cfg: str | DecoderConfig, vocab_size: int = 8192) -> DecoderConfig:
+    """A preset by name (with ``vocab_size``), or the config itself; dropout off."""
+    if isinstance(name_or_cfg, DecoderConfig):
+        return dataclasses.replace(name_or_cfg, dropout=0.0)
+    return dataclasses.replace(DECODERS[name_or_cfg], vocab_size=vocab_size, dropout=0.0)
+
+
+def build_captioner(
+    vision: VisionConfig,
+    decoder: str | DecoderConfig = "small",
+    *,
+    vocab_size: int = 8192,
+    seed: int = 0,
+    bridge: bool = True,
+) -> tuple[Any, Any]:
+    """``(captioner, bridge_captioner | None)``: one MLX decoder, two encoders, same weights.
+
+    With ``bridge`` the encoder weights are a random Hugging Face initialisation converted by
+    the library's ``sanitize``; without, MLX's own random init (no torch needed).
+    """
+    from mlx_caption.models.captioner import Captioner
+
+    vision = dataclasses.replace(vision, projection_dim=None)
+    mx.random.seed(seed)
+    cfg = CaptionerConfig(vision=vision, decoder=decoder_config(decoder, vocab_size))
+    model = Captioner(cfg)
+    twin = None
+    if bridge:
+        from mlx_caption.bench.encoder import build_pair
+        from mlx_caption.bridge import BridgeCaptioner
+
+        vit, enc = build_pair(vision, seed)
+        model.load_encoder_weights(vit)
+        twin = BridgeCaptioner(model, enc)
+    model.eval()
+    mx.eval(model.parameters())
+    return model, twin
+
+
+class IdsTokenizer:
+    """Stands in for a trained tokenizer: ``decode`` writes the ids (benchmarks need no text)."""
+
+    PAD, START, END, UNK = 0, 1, 2, 3
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(str(i) for i in ids)

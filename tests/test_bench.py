@@ -1,0 +1,142 @@
+"""The benchmark harness on tiny random models: structure, files and keys (no timed assertions)."""
+
+import dataclasses
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_caption.bench import report, timing
+from mlx_caption.bench.encoder import SHAPES, TINY, vit_flops
+from mlx_caption.bench.suite import SuiteConfig, run_and_write, run_suite
+from mlx_caption.cli import main
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+def test_vit_flops_counts_matmuls():
+    b32 = SHAPES["ViT-B/32"]
+    # 49 patches of 32x32x3 -> 768, then 12 blocks on 50 tokens, 2 flops per multiply-add
+    patch = 2 * 49 * 3072 * 768
+    block = 2 * 50 * (4 * 768 * 768 + 2 * 768 * 3072) + 2 * 2 * 50 * 50 * 768
+    assert vit_flops(b32) == patch + 12 * block
+    assert vit_flops(b32, batch=4) == 4 * vit_flops(b32)
+    assert 8.8e9 < vit_flops(b32) < 8.9e9
+    assert 3.9 * vit_flops(b32) < vit_flops(SHAPES["ViT-B/16"]) < 4.1 * vit_flops(b32)
+
+
+def test_measure_interleaved_round_robin():
+    calls = []
+    out = timing.measure_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or mx.zeros(3)},
+        warmup=1,
+        repeats=3,
+    )
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [len(t.times) for t in out.values()] == [3, 3]
+    assert out["a"].median > 0 and out["a"].rate(10) == pytest.approx(10 / out["a"].median)
+    assert np.isnan(timing.ratio(1.0, 0.0))
+
+
+def test_goals_from_results():
+    res = {
+        "encoder": {"ratio": 1.5, "mlx_peak_fraction": 0.4},
+        "decode": {"kv_cache_speedup": 3.2},
+        "train": {"compile_speedup": float("nan")},
+    }
+    by_key = {g["key"]: g for g in report.goals(res)}
+    assert by_key["encoder.ratio"]["met"] is True
+    assert by_key["encoder.mlx_peak_fraction"]["met"] is False
+    assert by_key["decode.kv_cache_speedup"]["met"] is True
+    assert by_key["train.compile_speedup"]["met"] is None
+    assert by_key["e2e.ratio"]["value"] is None
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = dataclasses.replace(SuiteConfig.tiny(), profile=True)
+    return run_and_write(cfg, out, log=lambda msg: None), out
+
+
+def test_tiny_suite_structure(tiny_run):
+    res, _ = tiny_run
+    for key in ("mlx_images_per_s", "bridge_images_per_s", "ratio", "mlx_peak_fraction"):
+        assert res["encoder"][key] > 0
+    assert (res["encoder"]["model"], res["encoder"]["batch"]) == ("tiny", 2)
+    rows = res["encoder"]["rows"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert rows[0]["gflop_per_image"] == pytest.approx(vit_flops(TINY) / 1e9)
+    assert res["encoder"]["half"][0]["skipped"]  # CPU: half precision is skipped with a note
+    assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
+    assert res["decode"]["kv_cache_speedup"] > 0 and res["decode"]["same_tokens"] is True
+    assert res["train"]["compile_speedup"] > 0
+    modes = res["train"]["modes"]
+    assert set(modes) == {
+        "frozen_cached",
+        "frozen_cached_uncompiled",
+        "frozen_live",
+        "bridge",
+        "finetune",
+        "finetune_checkpoint",
+    }
+    assert all(m["steps_per_s"] > 0 for m in modes.values())
+    assert modes["finetune"]["peak_memory_mb"] > 0
+    assert res["data"]["stream_images_per_s"] > 0
+    stages = res["profile"]["stages_s"]
+    assert {"preprocessing", "patch embedding", "MLP activation", "decoder steps"} <= set(stages)
+    assert sum(res["profile"]["stages_fraction"].values()) == pytest.approx(1.0)
+    assert "skipped" in res["profile"]["metal"]  # no Metal here
+    sysinfo = res["system"]
+    assert sysinfo["versions"]["mlx"] and sysinfo["cpu_count"] >= 1
+    assert "blas" in sysinfo and "threads" in sysinfo and sysinfo["cpu_model"]
+    assert [g["key"] for g in res["goals"]][0] == "encoder.ratio"
+
+
+def test_tiny_suite_files(tiny_run):
+    res, out = tiny_run
+    saved = json.loads((out / "bench_tiny.json").read_text())
+    assert saved["encoder"]["ratio"] == pytest.approx(res["encoder"]["ratio"])
+    md = (out / "bench_tiny.md").read_text()
+    for heading in ("## Goals", "## Encoder", "## End to end", "## Decoding", "## Training"):
+        assert heading in md
+    assert "## Where the time goes" in md and "MLP activation" in md
+    for png in ("bench_tiny.png", "bench_tiny_profile.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000
+
+
+def test_mlx_only_without_bridge():
+    cfg = dataclasses.replace(SuiteConfig.tiny(), sections=("encoder", "decode"))
+    res = run_suite(cfg, log=lambda msg: None, bridge=False)
+    assert res["bridge"] is False
+    assert res["encoder"]["mlx_images_per_s"] > 0
+    assert res["encoder"]["bridge_images_per_s"] is None
+    assert "bridge_images_per_s" not in res["encoder"]["rows"][0]
+    assert "e2e" not in res and res["decode"]["kv_cache_speedup"] > 0
+
+
+def test_cli_json_last_line(tmp_path, capsys):
+    code = main(
+        ["bench", "--tiny", "--only", "encoder", "--repeats", "1", "--json", "--out", str(tmp_path)]
+    )
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    res = json.loads(last)
+    assert {"mlx_images_per_s", "bridge_images_per_s", "ratio"} <= set(res["encoder"])
+    assert res["files"]["json"].endswith("bench_tiny.json")
+    assert (tmp_path / "bench_tiny.md").is_file()
+
+
+def test_cli_rejects_bad_repeats(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--repeats", "0", "--out", str(tmp_path)]) == 2
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_data_section_skips_without_script(monkeypatch, tmp_path):
+    from mlx_caption.bench import data
+
+    monkeypatch.setattr(data, "SCRIPT", tmp_path / "missing.py")
+    assert "skipped" in data.bench_data(images=4)
