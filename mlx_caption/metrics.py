@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -698,21 +699,36 @@ def _check_refs(refs: Mapping[Any, Sequence[str]], min_refs: int = 1) -> None:
 
 
 def _tokenize_all(
-    refs: Mapping[Any, Sequence[str]], preds: Mapping[Any, str] | None, kind: str
-) -> tuple[dict[Any, list[str]], dict[Any, str]]:
-    """Tokenize every reference and prediction in one pass (one JVM start for Java)."""
+    refs: Mapping[Any, Sequence[str]], preds: Mapping[Any, str] | None, tokenizer: str
+) -> tuple[dict[Any, list[str]], dict[Any, str], str]:
+    """Tokenize every reference and prediction in one pass (one JVM start for Java).
+
+    Returns the tokenized references and predictions and the tokenizer that ran: with
+    "auto", a Java failure falls back to the Python tokenizer (with a warning) rather than
+    ending, say, a training run's evaluation.
+    """
+    kind = _resolve_tokenizer(tokenizer)
     keys = list(refs)
     flat = [c for k in keys for c in refs[k]]
     if preds is not None:
         flat += [preds[k] for k in keys]
-    tokens = (tokenize_java if kind == "java" else tokenize_python)(flat)
+    if kind == "java":
+        try:
+            tokens = tokenize_java(flat)
+        except (OSError, RuntimeError, UnicodeDecodeError) as err:
+            if tokenizer == "java":
+                raise
+            warnings.warn(f"Java PTBTokenizer failed, using the Python one: {err}", stacklevel=3)
+            kind = "python"
+    if kind == "python":
+        tokens = tokenize_python(flat)
     tok_refs: dict[Any, list[str]] = {}
     i = 0
     for k in keys:
         tok_refs[k] = tokens[i : i + len(refs[k])]
         i += len(refs[k])
     tok_preds = dict(zip(keys, tokens[i:], strict=True)) if preds is not None else {}
-    return tok_refs, tok_preds
+    return tok_refs, tok_preds, kind
 
 
 def _score_tokenized(
@@ -731,11 +747,15 @@ def _score_tokenized(
             if name in keys:
                 corpus[name], per_image[name] = float(score[n]), [float(s) for s in scores[n]]
     if "METEOR" in keys:
+        corpus["METEOR"] = None
         if java:
-            score, scores = _get_meteor().compute_score(gts, res)
-            corpus["METEOR"], per_image["METEOR"] = score, scores
-        else:
-            corpus["METEOR"] = None
+            try:
+                score, scores = _get_meteor().compute_score(gts, res)
+                corpus["METEOR"], per_image["METEOR"] = score, scores
+            except (OSError, RuntimeError, ValueError) as err:
+                # A dead or confused JVM (out of memory, say) costs METEOR, not the run.
+                close_meteor()
+                warnings.warn(f"METEOR failed and is left out: {err}", stacklevel=3)
     if "ROUGE_L" in keys:
         score, scores = Rouge().compute_score(gts, res)
         corpus["ROUGE_L"], per_image["ROUGE_L"] = float(score), [float(s) for s in scores]
@@ -774,12 +794,12 @@ def score_captions(
     for k, p in preds.items():
         if not isinstance(p, str):
             raise UserError(f"prediction for image {k!r} must be a string, not {type(p).__name__}")
-    kind = _resolve_tokenizer(tokenizer)
-    gts, tok_preds = _tokenize_all(refs, preds, kind)
+    gts, tok_preds, kind = _tokenize_all(refs, preds, tokenizer)
     res = {k: [tok_preds[k]] for k in gts}
     corpus, scores = _score_tokenized(gts, res, keys, kind == "java")
     out: dict[str, Any] = dict(corpus)
-    out.update(tokenizer=f"ptb-{kind}", meteor_available=kind == "java", images=len(gts))
+    meteor_ok = kind == "java" and ("METEOR" not in keys or corpus["METEOR"] is not None)
+    out.update(tokenizer=f"ptb-{kind}", meteor_available=meteor_ok, images=len(gts))
     if per_image:
         ids = list(gts)
         out["per_image"] = {m: dict(zip(ids, v, strict=True)) for m, v in scores.items()}
@@ -809,7 +829,7 @@ def _fold_average(
         out[key] = None if any(v is None for v in values) else sum(values) / folds
     out.update(
         tokenizer=f"ptb-{kind}",
-        meteor_available=kind == "java",
+        meteor_available=kind == "java" and ("METEOR" not in keys or out["METEOR"] is not None),
         images=len(tok_refs),
         folds=folds,
         per_fold=per_fold,
@@ -831,8 +851,7 @@ def reference_agreement(
     """
     keys = _select_metrics(metrics)
     _check_refs(refs, min_refs=2)
-    kind = _resolve_tokenizer(tokenizer)
-    tok_refs, _ = _tokenize_all(refs, None, kind)
+    tok_refs, _, kind = _tokenize_all(refs, None, tokenizer)
     return _fold_average(tok_refs, lambda i, k: tok_refs[i][k], keys, kind)
 
 
@@ -852,8 +871,7 @@ def leave_one_out_scores(
     keys = _select_metrics(metrics)
     _check_refs(refs, min_refs=2)
     check_same_images(refs, preds)
-    kind = _resolve_tokenizer(tokenizer)
-    tok_refs, tok_preds = _tokenize_all(refs, preds, kind)
+    tok_refs, tok_preds, kind = _tokenize_all(refs, preds, tokenizer)
     return _fold_average(tok_refs, lambda i, k: tok_preds[i], keys, kind)
 
 

@@ -320,6 +320,34 @@ def test_auto_without_java_falls_back(monkeypatch):
         score_captions(refs, {1: "a dog", 2: "two men"}, tokenizer="java")
 
 
+def test_java_failures_degrade_under_auto(monkeypatch):
+    refs = {1: ["a dog runs", "a dog"], 2: ["two men", "men talk"]}
+    preds = {1: "a dog", 2: "two men"}
+    monkeypatch.setattr(metrics, "java_available", lambda: True)
+
+    def broken_java(captions):
+        raise RuntimeError("PTBTokenizer failed: boom")
+
+    monkeypatch.setattr(metrics, "tokenize_java", broken_java)
+    with pytest.warns(UserWarning, match="Python one"):
+        out = score_captions(refs, preds, metrics=NO_METEOR)
+    assert out["tokenizer"] == "ptb-python"
+    with pytest.raises(RuntimeError, match="boom"):
+        score_captions(refs, preds, tokenizer="java")
+
+    class DeadMeteor:
+        def compute_score(self, gts, res):
+            raise RuntimeError("METEOR process ended unexpectedly")
+
+    monkeypatch.setattr(metrics, "tokenize_java", tokenize_python)
+    monkeypatch.setattr(metrics, "_get_meteor", DeadMeteor)
+    monkeypatch.setattr(metrics, "close_meteor", lambda: None)  # keep the shared JVM alive
+    with pytest.warns(UserWarning, match="METEOR failed"):
+        out = score_captions(refs, preds, tokenizer="java")
+    assert out["tokenizer"] == "ptb-java" and out["METEOR"] is None
+    assert out["meteor_available"] is False and out["CIDEr"] > 0
+
+
 # --------------------------------------------------------------------- loaders
 
 
