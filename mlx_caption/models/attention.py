@@ -8,7 +8,10 @@ them into scores once avoids the ``-inf + -inf`` and all-masked-row NaNs of addi
 The KV cache preallocates fixed-size buffers and writes each step at an offset. Attention
 then always runs over the whole buffer, with the unwritten slots masked, so every decoding
 step has the same shapes: ``mx.compile`` traces the step once instead of once per length,
-and the cost of the few extra masked keys is negligible next to the projections.
+and the cost of the few extra masked keys is negligible next to the projections. Measured
+on 2 CPU cores (width 256 x 3 layers, 3 rows, 20 tokens): eager, preallocated and
+concatenated caches cost the same; compiling the fixed-shape step saves about a quarter,
+which a concatenating cache (new shapes every step) cannot get.
 """
 
 from __future__ import annotations
