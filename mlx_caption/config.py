@@ -226,6 +226,8 @@ class TrainEvalConfig:
     batch_size: int = 50
     max_length: int | None = None  # generation length limit (None: the decoder's)
     metrics_tokenizer: str = "auto"  # metrics.score_captions tokenizer: auto | java | python
+    # Caption metrics computed at each evaluation; add "METEOR" for it (starts a JVM).
+    metrics: list[str] = field(default_factory=lambda: ["Bleu", "ROUGE_L", "CIDEr"])
     generate: bool = True  # False = validation loss only (fast)
     best_metric: str = "CIDEr"
 

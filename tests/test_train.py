@@ -459,9 +459,14 @@ def test_end_to_end_learns_to_look(tmp_path):
         },
         "data": {"synthetic": {"images": 400, "size": 32, "seed": 0}, "vocab_size": 400},
         "optim": {"lr": 2e-3, "encoder_lr": 2e-3, "warmup_steps": 20, "min_lr_ratio": 0.1},
-        "eval": {"batch_size": 40, "val_images": 40, "metrics_tokenizer": "python"},
+        "eval": {
+            "batch_size": 40,
+            "val_images": 40,
+            "metrics_tokenizer": "python",
+            "every_steps": 100,
+        },
         "checkpoint": {"every_steps": 1000},
-        "epochs": 30,
+        "epochs": 20,  # 200 steps of 32 images
         "batch_size": 32,
         "label_smoothing": 0.0,
         "log_every": 10,

@@ -546,6 +546,7 @@ class Trainer:
                     generate_captions=cfg.eval.generate,
                     generation_length=cfg.eval.max_length,
                     metrics_tokenizer=cfg.eval.metrics_tokenizer,
+                    metrics=cfg.eval.metrics,
                     scenes=self.data.val_scenes,
                 )
             )
@@ -693,6 +694,7 @@ def evaluate_captioner(
     generate_captions: bool = True,
     generation_length: int | None = None,
     metrics_tokenizer: str = "auto",
+    metrics: list[str] | None = None,
     scenes: dict | None = None,
     examples: int = 3,
 ) -> dict:
@@ -745,7 +747,7 @@ def evaluate_captioner(
     if generate_captions and preds:
         from mlx_caption.metrics import score_captions
 
-        scores = score_captions(refs, preds, tokenizer=metrics_tokenizer)
+        scores = score_captions(refs, preds, tokenizer=metrics_tokenizer, metrics=metrics)
         out.update({k: v for k, v in scores.items() if isinstance(v, (int, float))})
         if scenes:
             from mlx_caption.data.synthetic import score_objects
