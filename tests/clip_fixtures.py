@@ -122,9 +122,9 @@ def save_hf_clip(
         model.config.save_pretrained(folder)
         torch.save(model.state_dict(), folder / "pytorch_model.bin")
     if preprocessor != {}:
-        image_processor(**(preprocessor or {}), size=model_image_size(model)).save_pretrained(
-            folder
-        )
+        img = model_image_size(model)
+        args = {"size": img, "crop_size": {"height": img, "width": img}, **(preprocessor or {})}
+        image_processor(**args).save_pretrained(folder)
     return folder
 
 
@@ -133,10 +133,12 @@ def model_image_size(model) -> int:
     return cfg.image_size
 
 
-def image_processor(size: int = 224, **kwargs):
+def image_processor(size: int | dict = 224, **kwargs):
     """transformers' PIL CLIP image processor (the reference for our preprocessing)."""
     from transformers import CLIPImageProcessorPil
 
+    if isinstance(size, dict):
+        size = size["shortest_edge"]
     args = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
     args.update(kwargs)
     return CLIPImageProcessorPil(**args)
