@@ -1,0 +1,19 @@
+"""The BLAS loader actually put an optimized BLAS under MLX when one is installed."""
+
+import os
+
+import pytest
+
+from mlx_caption import backend
+
+
+def test_openblas_loaded_when_available():
+    if os.environ.get(backend.ENV_VAR, "").lower() in ("off", "0", "none", "false"):
+        pytest.skip(f"{backend.ENV_VAR} disables the loader")
+    if not backend.blas_candidates():
+        pytest.skip("no optimized BLAS installed on this machine")
+    status = backend.status()
+    assert status.loaded, status.reason
+    assert status.reason == "loaded"
+    mapped = [os.path.realpath(p) for p in backend.blas_in_use()]
+    assert os.path.realpath(status.loaded) in mapped
