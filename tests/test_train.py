@@ -308,14 +308,26 @@ def test_resume_continues_exactly(shapes, tmp_path):
     assert [r["step"] for r in evals if r["kind"] == "eval"] == [6, 12, 18]
 
 
-def test_frozen_run_keeps_encoder_and_uses_cache(shapes, tmp_path):
+def test_frozen_pretrained_encoder_stays_put_and_is_cached(shapes, tmp_path):
+    from clip_fixtures import save_hf_clip
+
+    from mlx_caption.zoo import load_encoder
+
+    clip = save_hf_clip(tmp_path / "clip", kind="vision", geometry="tiny")  # 64 px, patch 16
     d = recipe(shapes, tmp_path / "cache", **{"model.encoder_mode": "frozen", "epochs": 1})
+    d["model"]["encoder"] = str(clip)
+    del d["model"]["vision"]
     trainer = Trainer(TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet)
-    before = weights(trainer.model.encoder)
+    pretrained = weights(load_encoder(clip))
+    assert trainer.model.config.encoder_name == str(clip)
     assert trainer.fit().status == "finished"
     after = weights(trainer.model.encoder)
-    assert all(np.array_equal(before[k], after[k]) for k in before)
-    assert list((tmp_path / "cache").glob("*/manifest.json"))  # grids were cached
+    assert pretrained.keys() == after.keys()
+    assert all(np.array_equal(pretrained[k], after[k]) for k in pretrained)
+    assert len(list((tmp_path / "cache").glob("*/manifest.json"))) == 2  # train + val grids
+    # A second run finds the grids instead of encoding again (same fingerprint).
+    again = Trainer(TrainConfig.from_dict(d), tmp_path / "run2", progress=False, log=quiet)
+    assert again.data.features.path == trainer.data.features.path
 
 
 def test_nan_stops_with_message_and_last_checkpoint_loads(shapes, tmp_path, capsys):
@@ -358,6 +370,33 @@ def test_cli_overrides_and_refusals(shapes, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_wandb_without_the_package_is_a_clear_error(shapes, tmp_path, capsys):
+    try:
+        import wandb  # noqa: F401
+
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    cfg_path = tmp_path / "r.yaml"
+    cfg_path.write_text(yaml.safe_dump(recipe(shapes, tmp_path / "cache", epochs=1)))
+    args = ["train", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--wandb"]
+    assert main([*args, "--no-progress"]) == 2
+    assert "pip install wandb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "recipe_file", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_recipes_parse(recipe_file):
+    from mlx_caption.commands.train import load_recipe
+
+    cfg = TrainConfig.from_dict(load_recipe(recipe_file))
+    assert cfg.batch_size % cfg.data.captions_per_image == 0
+    assert cfg.model.encoder_mode in ("frozen", "finetune")
+    if cfg.model.encoder_mode == "finetune" and cfg.model.encoder != "scratch":
+        assert cfg.optim.encoder_lr < cfg.optim.lr
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:

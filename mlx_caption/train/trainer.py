@@ -252,15 +252,21 @@ class Trainer:
         random.seed(cfg.seed)
 
         self.data = TrainData.build(cfg, self.out, self.world)
-        if resume_ckpt:
+        if resume_ckpt or cfg.model.init_from:
             from mlx_caption.models.captioner import load_captioner
 
-            self.model, self.tokenizer = load_captioner(resume_ckpt)
+            self.model, self.tokenizer = load_captioner(resume_ckpt or cfg.model.init_from)
             self.data.set_tokenizer(self.tokenizer)
         else:
             self.tokenizer = self.data.make_tokenizer()
             self.model = build_captioner(cfg, self.tokenizer.vocab_size)
         agree(self.tokenizer.vocab_size, self.world, "the tokenizer's vocabulary size")
+        positions = self.model.config.decoder.max_length
+        if cfg.data.max_length - 1 > positions:
+            raise UserError(
+                f"data.max_length {cfg.data.max_length} needs {cfg.data.max_length - 1} decoder "
+                f"positions but the model has {positions}; lower data.max_length"
+            )
         self.data.set_preprocess(self.model.config.vision.preprocess)
         self.frozen = cfg.model.encoder_mode == "frozen"
         set_trainable(self.model, cfg.model)
