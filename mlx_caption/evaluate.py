@@ -58,7 +58,10 @@ def coco_predictions(
 
 
 def score_split(
-    records: Sequence[Record], captions: Sequence[Caption], tokenizer: str = "auto"
+    records: Sequence[Record],
+    captions: Sequence[Caption],
+    tokenizer: str = "auto",
+    metric_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Corpus metrics against all references, plus the leave-one-out view the demo reports.
 
@@ -70,13 +73,14 @@ def score_split(
 
     refs = {r.id: list(r.captions) for r in records}
     preds = {r.id: c.text for r, c in zip(records, captions, strict=True)}
+    opts = {"tokenizer": tokenizer, "metrics": metric_names}
     result: dict[str, Any] = {
         "images": len(records),
-        "all_references": score_captions(refs, preds, tokenizer=tokenizer),
+        "all_references": score_captions(refs, preds, **opts),
     }
     if min((len(v) for v in refs.values()), default=0) >= 2:
-        result["leave_one_out"] = leave_one_out_scores(refs, preds, tokenizer=tokenizer)
-        result["reference_agreement"] = reference_agreement(refs, tokenizer=tokenizer)
+        result["leave_one_out"] = leave_one_out_scores(refs, preds, **opts)
+        result["reference_agreement"] = reference_agreement(refs, **opts)
     return result
 
 
@@ -164,6 +168,7 @@ def evaluate(
     batch_size: int = 32,
     gallery_images: int = 48,
     metrics_tokenizer: str = "auto",
+    metric_names: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Caption ``records``, score them, and (with ``out_dir``) write predictions, metrics, gallery."""
@@ -175,7 +180,7 @@ def evaluate(
         from mlx_caption.errors import UserError
 
         raise UserError("no usable images in this split")
-    result = score_split(kept, captions, tokenizer=metrics_tokenizer)
+    result = score_split(kept, captions, tokenizer=metrics_tokenizer, metric_names=metric_names)
     result["dropped_images"] = len(records) - len(kept)
     result["captions_per_s"] = round(len(kept) / seconds, 2) if seconds > 0 else None
     result["decoding"] = {

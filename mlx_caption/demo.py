@@ -1,0 +1,280 @@
+"""The main job, offline: synthetic data -> a captioner trained end to end -> scored captions.
+
+``run_demo`` writes the synthetic shapes data set, trains a small captioner from scratch
+(encoder included: no pretrained weights are reachable offline), captions the test split,
+and scores it three ways:
+
+- ``test``: caption metrics of the model against the same four-reference sets used by
+  ``reference_agreement`` (reference k left out, averaged over k), so the two compare;
+- ``reference_agreement``: the references scored against each other, the ceiling;
+- ``objects``: what the captions get right about each scene, read against the generator's
+  ground truth (pair recall/precision, count, size and position accuracy).
+
+An image-blind baseline (the most common training caption for every image) is scored the
+same way, so a reader sees how far above guessing the model is.
+
+Training is sized to a time budget: a few timed steps measure this machine's step rate, and
+the step count (hence the lr schedule's length) is set from it before training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_caption.config import TrainConfig
+
+# The demo's recipe (configs/synthetic.yaml holds the same, for `mlx-caption train`).
+DEMO_RECIPE: dict[str, Any] = {
+    "model": {
+        "encoder": "scratch",
+        "encoder_mode": "finetune",
+        "vision": {
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
+            "image_size": 64,
+            "patch_size": 8,
+            "preprocess": {
+                "resize_shortest_edge": 64,
+                "crop_size": 64,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            },
+        },
+        "decoder": {
+            "hidden_size": 256,
+            "num_layers": 3,
+            "num_heads": 4,
+            "intermediate_size": 1024,
+        },
+        "decoder_overrides": {"dropout": 0.0},
+    },
+    "data": {
+        "synthetic": {"images": 3000, "size": 64, "seed": 0},
+        "vocab_size": 512,
+        "max_length": 32,
+        "captions_per_image": 4,
+    },
+    "optim": {
+        "lr": 1.0e-3,
+        "encoder_lr": 1.0e-3,
+        "weight_decay": 0.05,
+        "warmup_steps": 60,
+        "schedule": "cosine",
+        "min_lr_ratio": 0.05,
+        "grad_clip": 1.0,
+    },
+    "eval": {
+        "every_steps": None,
+        "val_images": 100,
+        "batch_size": 50,
+        "metrics_tokenizer": "python",
+    },
+    "checkpoint": {"every_steps": 200, "keep_last": 1},
+    "epochs": 1000,  # bounded by max_steps, set from the time budget
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+    "seed": 0,
+    "log_every": 10,
+}
+
+# (total minutes, minutes of training, images generated, test images scored)
+BUDGETS = {
+    "full": {"minutes": 10.0, "train_minutes": 7.5, "images": 3000},
+    "quick": {"minutes": 3.0, "train_minutes": 1.7, "images": 1200},
+}
+MIN_STEPS, MAX_STEPS = 60, 4000
+
+
+def demo_config(quick: bool = False, **overrides: Any) -> TrainConfig:
+    """The demo's TrainConfig (``overrides`` are dotted keys, as ``train --set``)."""
+    recipe = copy.deepcopy(DEMO_RECIPE)
+    recipe["data"]["synthetic"]["images"] = BUDGETS["quick" if quick else "full"]["images"]
+    for key, value in overrides.items():
+        node = recipe
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return TrainConfig.from_dict(recipe)
+
+
+def measure_step_rate(cfg: TrainConfig, vocab_size: int, steps: int = 4) -> float:
+    """Optimizer steps per second of this recipe on this machine (after compiling)."""
+    from mlx_caption.train.schedule import build_optimizer
+    from mlx_caption.train.trainer import TrainStep, build_captioner, set_trainable
+
+    model = build_captioner(cfg, vocab_size)
+    set_trainable(model, cfg.model)
+    model.train()
+    optimizer, _ = build_optimizer(cfg.optim, 1000)
+    step = TrainStep(
+        model,
+        optimizer,
+        label_smoothing=cfg.label_smoothing,
+        grad_clip=cfg.optim.grad_clip,
+        captions_per_image=cfg.data.captions_per_image,
+        compile=cfg.compile,
+    )
+    size = model.config.vision.image_size
+    images = mx.random.normal((cfg.batch_size // cfg.data.captions_per_image, size, size, 3))
+    tokens = mx.random.randint(4, vocab_size, (cfg.batch_size, cfg.data.max_length)).astype(
+        mx.int32
+    )
+    step(images, tokens)  # compile
+    step(images, tokens)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, tokens)
+    return steps / (time.perf_counter() - start)
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy the model files of a training checkpoint to ``dst`` atomically."""
+    tmp = dst.parent / f".tmp-{dst.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        shutil.copy2(src / name, tmp / name)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def run_demo(
+    out_dir: str | Path = "demo_out",
+    quick: bool = False,
+    progress: bool = True,
+    log=lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Run the whole demo into ``out_dir``; returns the summary (also ``OUT/demo.json``)."""
+    from mlx_caption.data.sources import load_records
+    from mlx_caption.data.synthetic import (
+        DATASET_FILE,
+        blind_baseline_caption,
+        load_scenes,
+        score_objects,
+    )
+    from mlx_caption.evaluate import evaluate
+    from mlx_caption.generate import DecodingConfig
+    from mlx_caption.metrics import leave_one_out_scores
+    from mlx_caption.models.captioner import load_captioner
+    from mlx_caption.train.trainer import Trainer
+
+    started = time.perf_counter()
+    budget = BUDGETS["quick" if quick else "full"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir = out / "train"
+
+    cfg = demo_config(quick)
+    # Trainer writes the synthetic set into OUT/train/data and trains the tokenizer; building
+    # it once with a placeholder step count gives the vocabulary for the timing run.
+    cfg.max_steps = MIN_STEPS
+    probe = Trainer(cfg, train_dir, progress=False, log=lambda _msg: None)
+    vocab = probe.tokenizer.vocab_size
+    del probe
+    rate = measure_step_rate(cfg, vocab)
+    elapsed = (time.perf_counter() - started) / 60
+    train_minutes = max(0.5, budget["train_minutes"] - max(0.0, elapsed - 0.3))
+    steps = int(min(MAX_STEPS, max(MIN_STEPS, rate * train_minutes * 60)))
+    log(
+        f"demo: {rate:.2f} steps/s here -> {steps} steps in about {train_minutes:.1f} min of training"
+    )
+
+    cfg.max_steps = steps
+    cfg.eval.every_steps = steps  # one validation pass, at the end
+    trainer = Trainer(cfg, train_dir, progress=progress, log=log)
+    result = trainer.fit()
+    if result.status != "finished":
+        from mlx_caption.errors import UserError
+
+        raise UserError(f"training stopped: {result.message}")
+    checkpoint = out / "checkpoint"
+    _copy_checkpoint(Path(result.checkpoint), checkpoint)
+    train_seconds = result.train_seconds
+
+    model, tokenizer = load_captioner(checkpoint)
+    spec = cfg.data.synthetic
+    data_root = train_dir / "data" / f"synthetic-{spec['images']}-{spec['size']}-{spec['seed']}"
+    dataset_json = data_root / DATASET_FILE
+    test_records = [
+        r for r in load_records("karpathy", dataset_json, data_root) if r.split == "test"
+    ]
+    decoding = DecodingConfig(strategy="beam", num_beams=3)
+    log(f"demo: captioning {len(test_records)} test images (beam 3)")
+    evaluated = evaluate(
+        model,
+        tokenizer,
+        test_records,
+        out / "eval",
+        decoding=decoding,
+        gallery_images=24,
+        metrics_tokenizer="auto",
+        metric_names=["Bleu", "ROUGE_L", "CIDEr"],
+        progress=progress,
+    )
+    records, captions = evaluated.records, evaluated.captions
+    scenes = load_scenes(dataset_json, split="test")
+    preds = {r.id: c.text for r, c in zip(records, captions, strict=True)}
+    objects = score_objects(preds, {r.id: scenes[r.id] for r in records})
+
+    train_records = [
+        r for r in load_records("karpathy", dataset_json, data_root) if r.split == "train"
+    ]
+    blind = blind_baseline_caption(c for r in train_records for c in r.captions)
+    refs = {r.id: list(r.captions) for r in records}
+    blind_preds = {r.id: blind for r in records}
+    baseline = {
+        "caption": blind,
+        "test": _metric_subset(
+            leave_one_out_scores(
+                refs, blind_preds, tokenizer="auto", metrics=["Bleu", "ROUGE_L", "CIDEr"]
+            )
+        ),
+        "objects": score_objects(blind_preds, {r.id: scenes[r.id] for r in records}),
+    }
+    test = _metric_subset(evaluated.metrics["leave_one_out"])
+    agreement = _metric_subset(evaluated.metrics["reference_agreement"])
+    summary = {
+        "test": test,
+        "reference_agreement": agreement,
+        "of_agreement": {
+            k: _ratio(test.get(k), agreement.get(k)) for k in ("Bleu_4", "CIDEr", "ROUGE_L")
+        },
+        "objects": objects,
+        "baseline": baseline,
+        "images": {"train": trainer.data.num_train_images, "test": len(records)},
+        "training": {
+            "steps": result.step,
+            "minutes": round(train_seconds / 60, 2),
+            "steps_per_s": round(result.step / train_seconds, 3) if train_seconds else None,
+            "parameters": model.num_parameters(),
+            "last_eval": {
+                k: v for k, v in (result.last_eval or {}).items() if isinstance(v, int | float)
+            },
+        },
+        "checkpoint": str(checkpoint),
+        "gallery": str(out / "eval" / "gallery.html"),
+        "minutes": round((time.perf_counter() - started) / 60, 2),
+        "quick": quick,
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _metric_subset(scores: dict[str, Any]) -> dict[str, Any]:
+    keys = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+    return {k: round(scores[k], 4) for k in keys if isinstance(scores.get(k), float)}
