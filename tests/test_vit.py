@@ -10,7 +10,14 @@ from clip_fixtures import make_hf_clip, torch_vision_forward
 
 import mlx_caption  # noqa: F401  (before mlx.core)
 from mlx_caption.convert import sanitize, vision_config_from_hf
-from mlx_caption.models.vit import VisionOutput, VisionTransformer, fast_quick_gelu, quick_gelu
+from mlx_caption.models.vit import (
+    VisionOutput,
+    VisionTransformer,
+    fast_gelu,
+    fast_quick_gelu,
+    gelu,
+    quick_gelu,
+)
 
 TOL = 1e-4
 
@@ -131,3 +138,22 @@ def test_fast_quick_gelu_gradient():
     got = mx.grad(lambda y: fast_quick_gelu(y).sum())(x)
     ref = mx.grad(lambda y: (y * mx.sigmoid(1.702 * y)).sum())(x)
     assert max_diff(got, ref) < 1e-5
+
+
+def test_fast_gelu_error_bound_and_gradient():
+    from math import erf
+
+    xs = np.concatenate(
+        [np.linspace(-12, 12, 240001), np.array([-1e30, -1e4, -50, 50, 1e4, 1e30, 0.0])]
+    ).astype(np.float32)
+    got = np.array(fast_gelu(mx.array(xs)))
+    exact = np.array([0.5 * float(v) * (1 + erf(float(v) / 2**0.5)) for v in xs])
+    assert np.all(np.isfinite(got))
+    err = np.abs(got - exact) / np.maximum(1.0, np.abs(exact) * 1e-2)
+    assert err.max() < 1e-5, err.max()
+    assert got[-2] == np.float32(1e30) and got[-7] == 0.0
+    x = mx.random.normal((4096,)) * 4
+    assert max_diff(gelu(x), nn.gelu(x)) < 1e-5
+    g = mx.grad(lambda y: fast_gelu(y).sum())(x)
+    ref = mx.grad(lambda y: nn.gelu(y).sum())(x)
+    assert max_diff(g, ref) < 1e-4
