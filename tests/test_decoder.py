@@ -10,8 +10,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_caption.config import DecoderConfig
+from mlx_caption.models.activations import gelu_tanh as gelu
 from mlx_caption.models.attention import KVCache
-from mlx_caption.models.decoder import TextDecoder, gelu
+from mlx_caption.models.decoder import TextDecoder
 
 CFG = DecoderConfig(
     vocab_size=30,

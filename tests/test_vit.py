@@ -10,14 +10,8 @@ from clip_fixtures import make_hf_clip, torch_vision_forward
 
 import mlx_caption  # noqa: F401  (before mlx.core)
 from mlx_caption.convert import sanitize, vision_config_from_hf
-from mlx_caption.models.vit import (
-    VisionOutput,
-    VisionTransformer,
-    fast_gelu,
-    fast_quick_gelu,
-    gelu,
-    quick_gelu,
-)
+from mlx_caption.models.activations import fast_gelu, fast_quick_gelu, gelu, quick_gelu
+from mlx_caption.models.vit import VisionOutput, VisionTransformer
 
 TOL = 1e-4
 
