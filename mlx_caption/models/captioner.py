@@ -29,7 +29,8 @@ from mlx.utils import tree_flatten
 
 from mlx_caption.config import CaptionerConfig
 from mlx_caption.errors import UserError
-from mlx_caption.models.decoder import TextDecoder, gelu
+from mlx_caption.models.activations import gelu_tanh as gelu
+from mlx_caption.models.decoder import TextDecoder
 from mlx_caption.models.vit import VisionTransformer
 
 MODEL_FILE = "model.safetensors"
