@@ -397,6 +397,15 @@ def test_shipped_recipes_parse(recipe_file):
     assert cfg.model.encoder_mode in ("frozen", "finetune")
     if cfg.model.encoder_mode == "finetune" and cfg.model.encoder != "scratch":
         assert cfg.optim.encoder_lr < cfg.optim.lr
+    if cfg.model.encoder == "scratch":
+        from mlx_caption.train.trainer import build_captioner
+
+        model = build_captioner(cfg, vocab_size=512)
+        assert 4e6 < model.num_parameters() < 6e6  # the ~5M-parameter demo model
+    else:
+        from mlx_caption.zoo import ENCODERS
+
+        assert cfg.model.encoder in ENCODERS
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
