@@ -1,10 +1,11 @@
-"""Training fully in MLX: the loss, the compiled step, evaluation and the training loop.
+"""The training loop: a recipe in, checkpoints, logs and a trained captioner out.
 
-The step is ``nn.value_and_grad`` over the model's trainable parameters, gradient averaging
-across ranks, global-norm clipping and an AdamW update, compiled once with
-``mx.compile(inputs=state, outputs=state)`` where ``state = [model.state, optimizer.state,
-mx.random.state]``. Batches have fixed shapes (captions padded to ``max_length``, the last
-ragged batch dropped) so it never recompiles.
+:class:`Trainer` builds the data (:mod:`.data`), the model (from scratch, the zoo, a
+converted folder or ``init_from``), the AdamW groups and schedules (:mod:`.schedule`) and the
+compiled step (:mod:`.step`), then runs epochs: it logs every ``log_every`` steps, evaluates
+(:mod:`.evaluation`) after each epoch or every K steps, checkpoints (:mod:`.checkpoint`)
+every K steps, keeps the best by validation CIDEr, stops cleanly on Ctrl-C/SIGTERM (a
+checkpoint first) and on a NaN/inf loss (no checkpoint: the last good one stays).
 
 Encoder modes: ``frozen`` (the encoder never runs in the step: its token grids come from
 ``data/features.py``'s cache, so an epoch costs the projector and decoder only) and
@@ -21,13 +22,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -46,145 +46,23 @@ from mlx_caption.train.checkpoint import (
 )
 from mlx_caption.train.data import TrainData
 from mlx_caption.train.distributed import World, agree, barrier, init_world
+from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.logs import CURVES_FILE, METRICS_FILE, MetricsLog, WandbLogger, plot_curves
 from mlx_caption.train.schedule import build_optimizer, group_sizes
+from mlx_caption.train.step import StepOutput, TrainStep, caption_loss, teacher_forced
 
-PAD = 0  # CaptionTokenizer.PAD; fixed by the project's contract
-
-
-# ----------------------------------------------------------------------------- loss
-
-
-def caption_loss(
-    logits: mx.array, targets: mx.array, label_smoothing: float = 0.0
-) -> tuple[mx.array, mx.array, mx.array]:
-    """Summed cross-entropy over non-pad targets, the number of those, and how many are right.
-
-    ``logits`` (B, L, V), ``targets`` (B, L) int. Returns sums (not means) so that ranks and
-    batches can be combined exactly: mean loss = sum / count, token accuracy = correct / count.
-    """
-    mask = (targets != PAD).astype(mx.float32)
-    ce = nn.losses.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    correct = (mx.argmax(logits, axis=-1) == targets).astype(mx.float32) * mask
-    return (ce * mask).sum(), mask.sum(), correct.sum()
-
-
-def image_tokens(model: nn.Module, images: mx.array, from_features: bool) -> mx.array:
-    """Projected image tokens (B, T, d) from pixels, or from cached encoder grids."""
-    if from_features:
-        return model.project(images)
-    return model.encode_images(images)
-
-
-def teacher_forced(
-    model: nn.Module,
-    images: mx.array,
-    tokens: mx.array,
-    *,
-    from_features: bool,
-    captions_per_image: int = 1,
-) -> tuple[mx.array, mx.array]:
-    """Logits for ``tokens[:, :-1]`` and their targets ``tokens[:, 1:]``.
-
-    ``images`` holds one entry per image; with ``captions_per_image = k`` the caption rows are
-    grouped by image (rows ``i*k .. i*k+k-1`` belong to image ``i``) and the image tokens are
-    repeated to match, so the encoder runs once per image, not once per caption.
-    """
-    grid = image_tokens(model, images, from_features)
-    if captions_per_image > 1:
-        grid = mx.repeat(grid, captions_per_image, axis=0)
-    logits = model(None, tokens[:, :-1], image_tokens=grid)
-    return logits, tokens[:, 1:]
-
-
-# ----------------------------------------------------------------------------- step
-
-
-@dataclass
-class StepOutput:
-    """What one optimizer step reports (global values, the same on every rank)."""
-
-    loss: float  # label-smoothed cross-entropy per target token
-    accuracy: float  # next-token accuracy over non-pad targets
-    grad_norm: float  # before clipping
-    tokens: int
-
-
-class TrainStep:
-    """One optimizer update, compiled or not (the two give the same numbers).
-
-    ``step(images, tokens)`` takes this rank's rows. The loss is normalized by the *global*
-    token count, so averaging gradients over ranks equals one process on the combined batch.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: optim.Optimizer,
-        *,
-        label_smoothing: float = 0.0,
-        grad_clip: float | None = None,
-        from_features: bool = False,
-        captions_per_image: int = 1,
-        world: World | None = None,
-        compile: bool = True,
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.world = world or World()
-        world = self.world
-        # Optimizer state must exist before compiling: the compiled function captures it.
-        optimizer.init(model.trainable_parameters())
-
-        def loss_fn(model, images, tokens, n_global):
-            logits, targets = teacher_forced(
-                model,
-                images,
-                tokens,
-                from_features=from_features,
-                captions_per_image=captions_per_image,
-            )
-            total, count, correct = caption_loss(logits, targets, label_smoothing)
-            # x size: average_gradients divides by size; the result is the global mean's grad.
-            return total / n_global * world.size, (total, correct)
-
-        value_and_grad = nn.value_and_grad(model, loss_fn)
-
-        def step(images: mx.array, tokens: mx.array):
-            count = (tokens[:, 1:] != PAD).sum().astype(mx.float32)
-            n_global = mx.maximum(self._all_sum(count), 1.0)
-            (_, (total, correct)), grads = value_and_grad(model, images, tokens, n_global)
-            if world.distributed:
-                grads = nn.average_gradients(grads, group=world.group)
-                total, correct = self._all_sum(total), self._all_sum(correct)
-            if grad_clip is not None and grad_clip > 0:
-                grads, norm = optim.clip_grad_norm(grads, grad_clip)
-            else:
-                norm = _global_norm(grads)
-            optimizer.update(model, grads)
-            return total / n_global, correct / n_global, norm, n_global
-
-        self.state = [model.state, optimizer.state, mx.random.state]
-        self._step: Callable = (
-            mx.compile(step, inputs=self.state, outputs=self.state) if compile else step
-        )
-
-    def _all_sum(self, x: mx.array) -> mx.array:
-        if not self.world.distributed:
-            return x
-        return mx.distributed.all_sum(x, group=self.world.group)
-
-    def __call__(self, images: mx.array, tokens: mx.array) -> StepOutput:
-        loss, acc, norm, count = self._step(images, tokens)
-        mx.eval(loss, acc, norm, count, self.state)
-        return StepOutput(loss.item(), acc.item(), norm.item(), int(count.item()))
-
-
-def _global_norm(grads) -> mx.array:
-    leaves = [g for _, g in tree_flatten(grads)]
-    if not leaves:
-        return mx.array(0.0)
-    return mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for g in leaves))
+__all__ = [
+    "Trainer",
+    "TrainResult",
+    "Diverged",
+    "TrainStep",
+    "StepOutput",
+    "caption_loss",
+    "teacher_forced",
+    "evaluate_captioner",
+    "build_captioner",
+    "set_trainable",
+]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -684,84 +562,3 @@ def poison(model: nn.Module) -> None:
     """Debug hook (``nan_at_step``): set one trainable weight to NaN, as a blow-up would."""
     path, value = tree_flatten(model.trainable_parameters())[0]
     model.update(tree_unflatten([(path, mx.full(value.shape, float("nan"), value.dtype))]))
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate_captioner(
-    model: nn.Module,
-    tokenizer,
-    batches: Iterable[dict],
-    *,
-    from_features: bool,
-    max_length: int,
-    label_smoothing: float = 0.0,
-    generate_captions: bool = True,
-    generation_length: int | None = None,
-    metrics_tokenizer: str = "auto",
-    metrics: list[str] | None = None,
-    scenes: dict | None = None,
-    examples: int = 3,
-) -> dict:
-    """Validation loss (teacher forcing over every reference) and greedy-caption metrics.
-
-    ``batches`` yield ``{"images": pixels or features (B, ...), "ids": [...], "references":
-    [[str, ...], ...]}``. Returns ``val_loss`` (label-smoothed, comparable with the training
-    loss), ``val_nll`` (plain cross-entropy), ``val_accuracy``, the caption metrics of
-    ``metrics.score_captions`` and, for synthetic data (``scenes``), ``score_objects``.
-    """
-    from mlx_caption.generate import generate
-
-    was_training = model.training
-    model.eval()
-    sums = {"loss": 0.0, "nll": 0.0, "correct": 0.0, "count": 0.0}
-    refs: dict = {}
-    preds: dict = {}
-    try:
-        for batch in batches:
-            grid = image_tokens(model, mx.array(batch["images"]), from_features)
-            rows = [(i, r) for i, rs in enumerate(batch["references"]) for r in rs]
-            tokens = mx.array(tokenizer.encode_batch([r for _, r in rows], max_length))
-            which = mx.array([i for i, _ in rows])
-            logits = model(None, tokens[:, :-1], image_tokens=grid[which])
-            targets = tokens[:, 1:]
-            loss, count, correct = caption_loss(logits, targets, label_smoothing)
-            nll, _, _ = caption_loss(logits, targets, 0.0)
-            mx.eval(loss, count, correct, nll)
-            sums["loss"] += loss.item()
-            sums["nll"] += nll.item()
-            sums["correct"] += correct.item()
-            sums["count"] += count.item()
-            for key, rs in zip(batch["ids"], batch["references"], strict=True):
-                refs[key] = list(rs)
-            if generate_captions:
-                options = {} if generation_length is None else {"max_length": generation_length}
-                caps = generate(model, None, tokenizer, "greedy", image_tokens=grid, **options)
-                for key, cap in zip(batch["ids"], caps, strict=True):
-                    preds[key] = cap.text
-    finally:
-        if was_training:
-            model.train()
-    n = max(sums["count"], 1.0)
-    out: dict = {
-        "val_loss": sums["loss"] / n,
-        "val_nll": sums["nll"] / n,
-        "val_accuracy": sums["correct"] / n,
-        "val_images": len(refs),
-    }
-    if generate_captions and preds:
-        from mlx_caption.metrics import score_captions
-
-        scores = score_captions(refs, preds, tokenizer=metrics_tokenizer, metrics=metrics)
-        out.update({k: v for k, v in scores.items() if isinstance(v, (int, float))})
-        if scenes:
-            from mlx_caption.data.synthetic import score_objects
-
-            found = {k: preds[k] for k in preds if str(k) in scenes}
-            if found:
-                out.update(score_objects(found, scenes))
-        out["examples"] = [
-            {"id": k, "caption": preds[k], "reference": refs[k][0]} for k in list(preds)[:examples]
-        ]
-    return out
