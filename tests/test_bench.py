@@ -140,3 +140,47 @@ def test_data_section_skips_without_script(monkeypatch, tmp_path):
 
     monkeypatch.setattr(data, "SCRIPT", tmp_path / "missing.py")
     assert "skipped" in data.bench_data(images=4)
+
+
+# ------------------------------------------------------------ library fast paths found here
+
+
+def test_fast_softmax_matches_softmax_and_its_gradient():
+    from mlx_caption.models.activations import fast_softmax
+
+    s = mx.random.normal((4, 3, 7, 50), key=mx.random.key(0)) * 6
+    s = mx.concatenate([s, mx.full((4, 3, 7, 2), -mx.inf)], axis=-1)  # masked keys
+    ref = mx.softmax(s, axis=-1, precise=True)
+    out = fast_softmax(s)
+    assert mx.abs(out - ref).max().item() < 2e-6
+    assert mx.all(out[..., -2:] == 0).item()
+    g = mx.random.normal(s.shape, key=mx.random.key(1))
+    ref_g = mx.vjp(lambda x: mx.softmax(x, axis=-1, precise=True), [s], [g])[1][0]
+    out_g = mx.vjp(fast_softmax, [s], [g])[1][0]
+    finite = mx.isfinite(s)
+    assert mx.abs(mx.where(finite, out_g - ref_g, 0)).max().item() < 2e-6
+
+
+def test_vit_gradients_with_fast_attention_match_sdpa():
+    from mlx.utils import tree_flatten
+
+    from mlx_caption.models import vit as vit_mod
+
+    mx.random.seed(0)
+    model = vit_mod.VisionTransformer(TINY)
+    x = mx.random.normal((2, 64, 64, 3))
+
+    def loss(params, attention):
+        model.update(params)
+        return (model(x).last_hidden_state ** 2).mean()
+
+    params = model.trainable_parameters()
+    fast = dict(tree_flatten(mx.grad(loss)(params, None)))
+    original = vit_mod.softmax
+    try:  # the reference: MLX's own softmax in the same expression
+        vit_mod.softmax = lambda s: mx.softmax(s, axis=-1, precise=True)
+        ref = dict(tree_flatten(mx.grad(loss)(params, None)))
+    finally:
+        vit_mod.softmax = original
+    for k, g in ref.items():
+        assert mx.allclose(fast[k], g, atol=1e-5, rtol=1e-4).item(), k

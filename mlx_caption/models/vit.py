@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_caption import backend
 from mlx_caption.config import VisionConfig
-from mlx_caption.models.activations import ACTIVATIONS
+from mlx_caption.models.activations import ACTIVATIONS, softmax
 
 
 @dataclass
@@ -94,7 +95,12 @@ class Attention(nn.Module):
             return y.reshape(b, t, h, d // h).transpose(0, 2, 1, 3)
 
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if backend.on_gpu():
+            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            # On the CPU the fused kernel falls back to matmul + mx.softmax, whose scalar exp
+            # made the attention core 2x slower than this (see bench/ops.py).
+            o = softmax((q * self.scale) @ k.swapaxes(-1, -2)) @ v
         return self.out_proj(o.transpose(0, 2, 1, 3).reshape(b, t, d))
 
 
