@@ -184,3 +184,15 @@ def test_vit_gradients_with_fast_attention_match_sdpa():
         vit_mod.softmax = original
     for k, g in ref.items():
         assert mx.allclose(fast[k], g, atol=1e-5, rtol=1e-4).item(), k
+
+
+def test_ops_experiments_tiny(tmp_path, capsys):
+    assert main(["bench", "--ops", "--tiny", "--json", "--out", str(tmp_path)]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = [row["experiment"] for row in res["experiments"]]
+    assert {"softmax", "attention core", "quick_gelu", "patch embedding"} <= set(names)
+    soft = next(r for r in res["experiments"] if r["experiment"] == "softmax")
+    assert soft["max_abs_diff"] < 1e-5 and set(soft["ms"]) == {"mx.softmax", "fast_softmax"}
+    mem = next(r for r in res["experiments"] if r["experiment"] == "checkpoint memory")
+    assert len(mem["peak_mb"]) == 4
+    assert "# Op-level experiments" in (tmp_path / "ops_tiny.md").read_text()

@@ -118,9 +118,13 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in enc.get("rows", [])
             ],
         )
+        notes = set()
         for h in enc.get("half", []):
             if "skipped" in h:
-                lines += [f"Half precision ({h['dtype']}): {h['skipped']}.", ""]
+                note = f"Half precision ({h['dtype']}): {h['skipped']}."
+                if note not in notes:
+                    notes.add(note)
+                    lines += [note, ""]
             else:
                 lines += [
                     f"Half precision ({h['dtype']}, {h['model']}, batch {h['batch']}): "
@@ -152,8 +156,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"## Decoding: KV cache against recomputing the prefix ({dec['length']} tokens)"]
         lines += [
             "",
-            f"Greedy over {dec['rows']} rows, both uncompiled; `generate` (compiled step) for "
-            "reference.",
+            f"Greedy over {dec['rows']} rows, both with a compiled step like `generate`'s "
+            f"(uncompiled: {_f(dec.get('kv_cache_speedup_uncompiled'))}x); `generate` "
+            "itself for reference.",
             "",
         ]
         lines += _table(

@@ -39,7 +39,7 @@ class SuiteConfig:
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / profile
     vision: str | VisionConfig = "ViT-B/32"
-    decoder: str | DecoderConfig = "small"
+    decoder: str | DecoderConfig = "tiny"  # the training default (TrainConfig.decoder)
     vocab_size: int = 8192
     e2e_batch: int = 8
     num_beams: int = 3
@@ -74,7 +74,6 @@ class SuiteConfig:
             encoder={"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8]},
             repeats=3,
             e2e_batch=4,
-            decode_images=4,
             train_batch=8,
             train_repeats=2,
             data={"images": 128, "size": 320, "crop": 224, "batch": 32, "repeats": 1},
@@ -154,7 +153,9 @@ def run_suite(
         },
     }
 
+    section_start: dict[str, float] = {}
     if "encoder" in cfg.sections:
+        section_start["encoder"] = time.perf_counter()
         rows, half = [], []
         for shape, batches in cfg.encoder.items():
             log(f"encoder {shape} batches {batches}")
@@ -195,6 +196,7 @@ def run_suite(
         )
 
     if "e2e" in cfg.sections:
+        section_start["e2e"] = time.perf_counter()
         from mlx_caption.bench.e2e import bench_e2e
 
         log(f"end to end, batch {cfg.e2e_batch}, beam-{cfg.num_beams}, {cfg.tokens} tokens")
@@ -209,6 +211,7 @@ def run_suite(
         )
 
     if "decode" in cfg.sections:
+        section_start["decode"] = time.perf_counter()
         from mlx_caption.bench.decode import bench_kv_cache
 
         log("decoding: KV cache against recompute")
@@ -222,6 +225,7 @@ def run_suite(
         )
 
     if "train" in cfg.sections:
+        section_start["train"] = time.perf_counter()
         from mlx_caption.bench.train import bench_train
 
         log(f"training, batch {cfg.train_batch}: {', '.join(cfg.train_modes)}")
@@ -236,12 +240,14 @@ def run_suite(
         )
 
     if "data" in cfg.sections:
+        section_start["data"] = time.perf_counter()
         from mlx_caption.bench.data import bench_data
 
         log("data: mlx-data stream against a Pillow loop")
         results["data"] = bench_data(**cfg.data)
 
     if cfg.profile:
+        section_start["profile"] = time.perf_counter()
         from mlx_caption.bench.profile import profile_stages
 
         log("profile: per-stage breakdown")
@@ -269,6 +275,11 @@ def run_suite(
     except OSError:
         results["load_end"] = None
     results["elapsed_s"] = time.perf_counter() - start
+    # Each section runs until the next one starts (model building counts to the next section).
+    marks = sorted(section_start.items(), key=lambda kv: kv[1]) + [("end", time.perf_counter())]
+    results["section_seconds"] = {
+        name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])
+    }
     return results
 
 

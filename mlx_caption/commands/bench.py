@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="tiny random models: checks the harness in seconds"
     )
+    parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="instead of the suite, the op-level experiments behind the CPU fast paths "
+        "(softmax, activation, patch embedding, layer norm, BLAS threads, checkpoint memory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
     from mlx_caption.errors import UserError
 
+    if args.ops:
+        return _run_ops(args)
     if args.tiny:
         cfg = SuiteConfig.tiny()
     elif args.quick:
@@ -73,4 +81,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report)
         print(f"written: {', '.join(results['files'].values())}")
+    return 0
+
+
+def _run_ops(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from mlx_caption.bench.ops import ops_markdown, run_ops
+    from mlx_caption.bench.system import system_info
+    from mlx_caption.commands import print_json
+
+    result = {"system": system_info(), **run_ops(quick=args.quick, tiny=args.tiny)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "ops_tiny" if args.tiny else "ops"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    report = ops_markdown(result)
+    (out / f"{stem}.md").write_text(report)
+    result["files"] = {"json": str(out / f"{stem}.json"), "markdown": str(out / f"{stem}.md")}
+    if args.json:
+        print(report, file=sys.stderr)
+        print_json(result)
+    else:
+        print(report)
     return 0

@@ -1,0 +1,279 @@
+"""Op-level experiments behind the library's CPU fast paths, and candidates not yet taken.
+
+Each experiment times the library's current op against the alternative on the shapes the
+ViT and decoder actually run (interleaved, median of repeats) and checks they agree:
+
+- ``softmax``: ``mx.softmax`` against ``activations.fast_softmax`` on attention scores;
+- ``attention core``: ``mx.fast.scaled_dot_product_attention`` against matmul +
+  ``fast_softmax`` + matmul (what ``vit.Attention`` runs on the CPU);
+- ``quick_gelu``: ``x * mx.sigmoid(1.702 x)`` against ``activations.fast_quick_gelu``;
+- ``patch embedding``: ``mx.conv2d`` against the library's reshape + matmul;
+- ``layer norm``: ``mx.fast.layer_norm`` against a compiled hand-written one (no gain: kept);
+- ``blas threads``: the ViT forward with OpenBLAS on 1 thread against all cores, and the
+  batch split over two CPU streams with one BLAS thread each;
+- ``checkpoint memory``: peak memory of an encoder fine-tuning step with and without
+  gradient checkpointing, compiled and not.
+
+``mlx-caption bench --ops`` writes ``ops.json`` and ``ops.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_caption import backend
+from mlx_caption.bench.timing import measure_interleaved, ratio
+from mlx_caption.config import VisionConfig
+
+
+def _compare(
+    name: str,
+    shape: str,
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    check: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Time the variants (the first is the baseline); optionally their max abs difference."""
+    t = measure_interleaved(fns, warmup=2, repeats=repeats)
+    names = list(fns)
+    base = t[names[0]].median
+    row: dict[str, Any] = {
+        "experiment": name,
+        "shape": shape,
+        "ms": {k: 1000 * v.median for k, v in t.items()},
+        "speedup": {k: ratio(base, v.median) for k, v in t.items()},
+    }
+    if check:
+        a, b = fns[check[0]](), fns[check[1]]()
+        row["max_abs_diff"] = mx.abs(a - b).max().item()
+    return row
+
+
+def softmax_rows(batch: int, tokens: int, heads: int = 12, repeats: int = 9) -> list[dict]:
+    """Softmax and the attention core on ``(batch, heads, tokens, tokens)`` scores."""
+    from mlx_caption.models.activations import fast_softmax
+
+    shape = f"B={batch} H={heads} T={tokens} hd=64"
+    q, k, v = (mx.random.normal((batch, heads, tokens, 64)) for _ in range(3))
+    scores = (q * 0.125) @ k.swapaxes(-1, -2)
+    mx.eval(q, k, v, scores)
+    return [
+        _compare(
+            "softmax",
+            shape,
+            {
+                "mx.softmax": lambda: mx.softmax(scores, axis=-1, precise=True),
+                "fast_softmax": lambda: fast_softmax(scores),
+            },
+            repeats,
+            ("mx.softmax", "fast_softmax"),
+        ),
+        _compare(
+            "attention core",
+            shape,
+            {
+                "mx.fast.sdpa": lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125),
+                "matmul+fast_softmax": lambda: fast_softmax((q * 0.125) @ k.swapaxes(-1, -2)) @ v,
+            },
+            repeats,
+            ("mx.fast.sdpa", "matmul+fast_softmax"),
+        ),
+    ]
+
+
+def activation_row(rows: int, width: int = 3072, repeats: int = 9) -> dict:
+    from mlx_caption.models.activations import fast_quick_gelu
+
+    h = mx.random.normal((rows, width)) * 3
+    mx.eval(h)
+    return _compare(
+        "quick_gelu",
+        f"({rows}, {width})",
+        {
+            "x*sigmoid(1.702x)": lambda: h * mx.sigmoid(1.702 * h),
+            "fast_quick_gelu": lambda: fast_quick_gelu(h),
+        },
+        repeats,
+        ("x*sigmoid(1.702x)", "fast_quick_gelu"),
+    )
+
+
+def patch_row(batch: int, cfg: VisionConfig, repeats: int = 5) -> dict:
+    from mlx_caption.models.vit import PatchEmbedding
+
+    pe = PatchEmbedding(3, cfg.hidden_size, cfg.patch_size)
+    x = mx.random.normal((batch, cfg.image_size, cfg.image_size, 3))
+    mx.eval(pe.parameters(), x)
+    d = cfg.hidden_size
+    return _compare(
+        "patch embedding",
+        f"B={batch} {cfg.image_size}px p={cfg.patch_size} D={d}",
+        {
+            "mx.conv2d": lambda: mx.conv2d(x, pe.weight, stride=cfg.patch_size).reshape(
+                batch, -1, d
+            ),
+            "reshape+matmul": lambda: pe(x),
+        },
+        repeats,
+        ("mx.conv2d", "reshape+matmul"),
+    )
+
+
+def layer_norm_row(rows: int, width: int = 768, repeats: int = 9) -> dict:
+    x = mx.random.normal((rows, width))
+    w, b = mx.random.normal((width,)), mx.random.normal((width,))
+    mx.eval(x, w, b)
+
+    @mx.compile
+    def manual(x):
+        mean = x.mean(-1, keepdims=True)
+        xc = x - mean
+        return xc * mx.rsqrt((xc * xc).mean(-1, keepdims=True) + 1e-5) * w + b
+
+    return _compare(
+        "layer norm",
+        f"({rows}, {width})",
+        {
+            "mx.fast.layer_norm": lambda: mx.fast.layer_norm(x, w, b, 1e-5),
+            "compiled by hand": lambda: manual(x),
+        },
+        repeats,
+        ("mx.fast.layer_norm", "compiled by hand"),
+    )
+
+
+def _openblas_threads() -> Callable[[int], None] | None:
+    loaded = backend.status().loaded
+    if not loaded:
+        return None
+    try:
+        fn = ctypes.CDLL(loaded).openblas_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    return lambda n: fn(int(n))
+
+
+def blas_threads_row(vit: nn.Module, batch: int, repeats: int = 3) -> dict:
+    """ViT forward: BLAS on all cores, on one, and the batch split over two CPU streams."""
+    import os
+
+    set_threads = _openblas_threads()
+    if set_threads is None:
+        return {"experiment": "blas threads", "skipped": "no OpenBLAS loaded by mlx_caption"}
+    cores = os.cpu_count() or 1
+    size = vit.config.image_size
+    x = mx.random.normal((batch, size, size, 3))
+    streams = [mx.new_stream(mx.cpu) for _ in range(2)]
+
+    def run(threads: int):
+        def go():
+            set_threads(threads)
+            return vit(x).last_hidden_state
+
+        return go
+
+    def split():
+        set_threads(1)
+        half = batch // 2
+        outs = []
+        for s, part in zip(streams, (x[:half], x[half:]), strict=True):
+            with mx.stream(s):
+                outs.append(vit(part).last_hidden_state)
+        mx.eval(*outs)
+        return mx.concatenate(outs)
+
+    try:
+        row = _compare(
+            "blas threads",
+            f"ViT B={batch}",
+            {
+                f"1 stream, BLAS {cores} threads": run(cores),
+                "1 stream, BLAS 1 thread": run(1),
+                "2 streams, BLAS 1 thread each": split,
+            },
+            repeats,
+        )
+    finally:
+        set_threads(cores)
+    return row
+
+
+def checkpoint_memory_row(model: Any, batch: int) -> dict:
+    """Peak MB of a fine-tuning step, with/without gradient checkpointing, compiled or not."""
+    from mlx_caption.bench.train import _batch, _step
+
+    pixels, tokens = _batch(model, batch, 20, 0)
+    pixels = mx.array(pixels)
+    model.train()
+    model.unfreeze_encoder()
+    out = {}
+    try:
+        for compiled in (False, True):
+            for ckpt in (False, True):
+                model.encoder.grad_checkpoint = ckpt
+                step = _step(model, from_features=False, compile=compiled)
+                step(pixels, tokens)
+                mx.reset_peak_memory()
+                step(pixels, tokens)
+                label = f"{'compiled' if compiled else 'uncompiled'}, checkpoint {ckpt}"
+                out[label] = mx.get_peak_memory() / 2**20
+    finally:
+        model.encoder.grad_checkpoint = False
+        model.freeze_encoder()
+        model.eval()
+    return {"experiment": "checkpoint memory", "shape": f"batch {batch}", "peak_mb": out}
+
+
+def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
+    """All experiments on ViT-B/32 and B/16 shapes (or tiny ones for tests)."""
+    from mlx_caption.bench.encoder import SHAPES, TINY, build_pair
+    from mlx_caption.bench.models import TINY_DECODER, build_captioner
+
+    reps = 3 if (quick or tiny) else 9
+    if tiny:
+        b32, b16, cfg, decoder, batch = (2, 17), (2, 17), TINY, TINY_DECODER, 2
+    else:
+        b32, b16, cfg, decoder, batch = (32, 50), (8, 197), SHAPES["ViT-B/32"], "tiny", 8
+    rows = softmax_rows(*b32, repeats=reps) + softmax_rows(*b16, repeats=reps)
+    rows.append(activation_row(b32[0] * b32[1], cfg.intermediate_size, reps))
+    rows.append(patch_row(b32[0], cfg, reps))
+    rows.append(layer_norm_row(b32[0] * b32[1], cfg.hidden_size, reps))
+    vit, _ = build_pair(cfg, bridge=False)
+    rows.append(blas_threads_row(vit, batch * 2, repeats=max(2, reps // 3)))
+    model, _ = build_captioner(cfg, decoder, bridge=False)
+    rows.append(checkpoint_memory_row(model, batch))
+    return {"experiments": rows}
+
+
+def ops_markdown(result: dict[str, Any]) -> str:
+    """The experiments as markdown."""
+    lines = [
+        "# Op-level experiments (CPU)",
+        "",
+        "| experiment | shape | variant | ms | speedup vs first | max abs diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for row in result["experiments"]:
+        if "skipped" in row:
+            notes.append(f"- {row['experiment']}: skipped ({row['skipped']})")
+            continue
+        if "peak_mb" in row:
+            notes.append(
+                f"- {row['experiment']} ({row['shape']}): "
+                + ", ".join(f"{k}: {v:.0f} MB" for k, v in row["peak_mb"].items())
+            )
+            continue
+        diff = row.get("max_abs_diff")
+        for i, (variant, ms) in enumerate(row["ms"].items()):
+            lines.append(
+                f"| {row['experiment'] if i == 0 else ''} | {row['shape'] if i == 0 else ''} "
+                f"| {variant} | {ms:.2f} | {row['speedup'][variant]:.2f}x "
+                f"| {'' if diff is None or i == 0 else f'{diff:.1e}'} |"
+            )
+    return "\n".join(lines + [""] + notes) + "\n"
