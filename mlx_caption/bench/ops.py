@@ -205,7 +205,7 @@ def blas_threads_row(vit: nn.Module, batch: int, repeats: int = 3) -> dict:
 
 def checkpoint_memory_row(model: Any, batch: int) -> dict:
     """Peak MB of a fine-tuning step, with/without gradient checkpointing, compiled or not."""
-    from mlx_caption.bench.train import _batch, _step
+    from mlx_caption.bench.train import _batch, _release, _step
 
     pixels, tokens = _batch(model, batch, 20, 0)
     pixels = mx.array(pixels)
@@ -218,8 +218,9 @@ def checkpoint_memory_row(model: Any, batch: int) -> dict:
                 model.encoder.grad_checkpoint = ckpt
                 step = _step(model, from_features=False, compile=compiled)
                 step(pixels, tokens)
-                mx.reset_peak_memory()
+                _release()
                 step(pixels, tokens)
+                del step
                 label = f"{'compiled' if compiled else 'uncompiled'}, checkpoint {ckpt}"
                 out[label] = mx.get_peak_memory() / 2**20
     finally:
