@@ -35,6 +35,7 @@ class SuiteConfig:
     encoder_configs: dict[str, VisionConfig] = field(default_factory=dict)  # overrides SHAPES
     headline: tuple[str, int] = ("ViT-B/32", 32)
     repeats: int = 5
+    encoder_repeats: dict[str, int] = field(default_factory=dict)  # per shape, else repeats
     warmup: int = 1
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / profile
@@ -73,6 +74,7 @@ class SuiteConfig:
         return cls(
             encoder={"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8]},
             repeats=3,
+            encoder_repeats={"ViT-B/16": 2},
             e2e_batch=4,
             train_batch=8,
             train_repeats=2,
@@ -164,7 +166,7 @@ def run_suite(
                 shape,
                 batches,
                 cfg=shape_cfg,
-                repeats=cfg.repeats,
+                repeats=cfg.encoder_repeats.get(shape, cfg.repeats),
                 warmup=cfg.warmup,
                 peak_size=cfg.peak_size,
                 bridge=bridge,
