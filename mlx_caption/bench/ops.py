@@ -6,7 +6,10 @@ ViT and decoder actually run (interleaved, median of repeats) and checks they ag
 - ``softmax``: ``mx.softmax`` against ``activations.fast_softmax`` on attention scores;
 - ``attention core``: ``mx.fast.scaled_dot_product_attention`` against matmul +
   ``fast_softmax`` + matmul (what ``vit.Attention`` runs on the CPU);
-- ``quick_gelu``: ``x * mx.sigmoid(1.702 x)`` against ``activations.fast_quick_gelu``;
+- ``quick_gelu``: ``x * mx.sigmoid(1.702 x)`` against ``activations.fast_quick_gelu``, and
+  its backward pass (autodiff through the polynomial against an explicit derivative);
+- ``fusion depth``: a degree-10 polynomial in one compiled function (Horner, 20 ops deep),
+  split by hand, and in Estrin form: MLX fuses at most 11 ops per chain;
 - ``patch embedding``: ``mx.conv2d`` against the library's reshape + matmul;
 - ``layer norm``: ``mx.fast.layer_norm`` against a compiled hand-written one (no gain: kept);
 - ``blas threads``: the ViT forward with OpenBLAS on 1 thread against all cores, and the
@@ -100,6 +103,119 @@ def activation_row(rows: int, width: int = 3072, repeats: int = 9) -> dict:
         },
         repeats,
         ("x*sigmoid(1.702x)", "fast_quick_gelu"),
+    )
+
+
+def fusion_depth_row(rows: int, width: int = 3072, repeats: int = 9) -> dict:
+    """One degree-10 polynomial as Horner (20 deep), Estrin (7 deep), and Horner split in two.
+
+    MLX's compiler fuses at most 11 element-wise ops in a chain (``max_compile_depth``);
+    past that it cuts the chain wherever the limit falls, which costs far more than the
+    extra pass over memory a hand-placed cut costs.
+    """
+    import math
+
+    c = [1.0 / math.factorial(k) for k in range(11)]
+
+    def horner(t, coeffs):
+        p = coeffs[-1]
+        for k in reversed(coeffs[:-1]):
+            p = p * t + k
+        return p
+
+    @mx.compile
+    def deep(t):
+        return horner(t, c)
+
+    @mx.compile
+    def estrin(t):
+        t2 = t * t
+        t4 = t2 * t2
+        low = (c[0] + c[1] * t) + (c[2] + c[3] * t) * t2
+        mid = (c[4] + c[5] * t) + (c[6] + c[7] * t) * t2
+        return low + (mid + ((c[8] + c[9] * t) + c[10] * t2) * t4) * t4
+
+    @mx.compile
+    def upper(t):
+        return horner(t, c[5:])
+
+    @mx.compile
+    def lower(t, u):
+        return horner(t, c[:5]) + u * (t * t) * (t * t) * t
+
+    x = mx.random.uniform(0, 1, (rows, width))
+    mx.eval(x)
+    return _compare(
+        "fusion depth",
+        f"degree-10 polynomial on ({rows}, {width})",
+        {
+            "Horner, one function": lambda: deep(x),
+            "Horner, split in two": lambda: lower(x, upper(x)),
+            "Estrin, one function": lambda: estrin(x),
+        },
+        repeats,
+        ("Horner, one function", "Estrin, one function"),
+    )
+
+
+def quick_gelu_vjp_row(rows: int, width: int = 3072, repeats: int = 5) -> dict:
+    """Backward of quick_gelu inside ``mx.compile``: autodiff of the fast form, the exact
+    sigmoid form, and the fast form with an explicit derivative (a candidate, not in use)."""
+    import math
+
+    from mlx_caption.models.activations import fast_quick_gelu
+
+    c = [1.0 / math.factorial(k) for k in range(5)]
+
+    @mx.compile
+    def poly(x):
+        t = mx.abs(x) * (1.702 / 64)
+        t2 = t * t
+        return (c[0] + c[1] * t) + (c[2] + c[3] * t) * t2 + c[4] * t2 * t2
+
+    @mx.compile
+    def exp_neg(p):  # exp(-1.702 |x|) = (1 / poly)^64
+        e = 1.0 / p
+        for _ in range(6):
+            e = e * e
+        return e
+
+    @mx.compile
+    def value(x, e):
+        return 0.5 * (x + mx.abs(x) * (1.0 - e) / (1.0 + e))
+
+    @mx.compile
+    def grad(x, e, g):
+        inv = 1.0 / (1.0 + e)  # sigmoid(1.702|x|); s (1 - s) = e inv^2 for either sign
+        s = mx.where(x >= 0, inv, e * inv)
+        return g * (s + 1.702 * x * e * inv * inv)
+
+    @mx.custom_function
+    def explicit(x):
+        return value(x, exp_neg(poly(x)))
+
+    @explicit.vjp
+    def _explicit_vjp(x, g, out):
+        return grad(x, exp_neg(poly(x)), g)
+
+    def backward(fn):
+        return mx.compile(lambda x, g: mx.vjp(fn, [x], [g])[1][0])
+
+    h = mx.random.normal((rows, width)) * 3
+    g = mx.random.normal((rows, width))
+    mx.eval(h, g)
+    fns = {
+        "autodiff of fast_quick_gelu": backward(fast_quick_gelu),
+        "autodiff of x*sigmoid(1.702x)": backward(lambda x: x * mx.sigmoid(1.702 * x)),
+        "fast form, explicit VJP": backward(explicit),
+    }
+    calls = {k: (lambda f=f: f(h, g)) for k, f in fns.items()}
+    return _compare(
+        "quick_gelu backward",
+        f"({rows}, {width})",
+        calls,
+        repeats,
+        ("autodiff of x*sigmoid(1.702x)", "fast form, explicit VJP"),
     )
 
 
@@ -242,6 +358,8 @@ def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
         b32, b16, cfg, decoder, batch = (32, 50), (8, 197), SHAPES["ViT-B/32"], "tiny", 8
     rows = softmax_rows(*b32, repeats=reps) + softmax_rows(*b16, repeats=reps)
     rows.append(activation_row(b32[0] * b32[1], cfg.intermediate_size, reps))
+    rows.append(quick_gelu_vjp_row(b32[0] * b32[1], cfg.intermediate_size, max(2, reps // 2)))
+    rows.append(fusion_depth_row(b32[0] * b32[1], cfg.intermediate_size, reps))
     rows.append(patch_row(b32[0], cfg, reps))
     rows.append(layer_norm_row(b32[0] * b32[1], cfg.hidden_size, reps))
     vit, _ = build_pair(cfg, bridge=False)
