@@ -164,6 +164,9 @@ class TrainModelConfig:
     # "scratch" (random init from ``vision``), a zoo name, or a converted encoder folder.
     encoder: str = "scratch"
     vision: dict[str, Any] | None = None  # VisionConfig fields, used when encoder == "scratch"
+    # Scratch encoders: "sincos" starts the position embedding as 2-D sine-cosine values
+    # (neighbouring patches start out close; faster to learn where things are), or "random".
+    position_init: str = "sincos"
     # "frozen": encoder fixed, features cached; "finetune": encoder blocks train too.
     encoder_mode: str = "frozen"
     finetune_last_n: int | None = None  # finetune: the last N blocks (None = whole encoder)

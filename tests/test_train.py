@@ -543,3 +543,21 @@ def test_end_to_end_learns_to_look(tmp_path):
     assert last["pair_f1"] > blind_objects["pair_f1"] + 0.1
     assert math.isfinite(result.best["value"])
     load_captioner(tmp_path / "run" / "best")
+
+
+def test_scratch_encoder_position_init():
+    from mlx_caption.demo import demo_config
+    from mlx_caption.models.vit import sincos_position_embedding
+    from mlx_caption.train.trainer import build_captioner
+
+    cfg = demo_config(quick=True)
+    grid = cfg.model.vision["image_size"] // cfg.model.vision["patch_size"]
+    model = build_captioner(cfg, 300)
+    expected = sincos_position_embedding(grid, cfg.model.vision["hidden_size"])
+    assert mx.array_equal(model.encoder.embeddings.position_embedding.weight, expected)
+    cfg.model.position_init = "random"
+    model = build_captioner(cfg, 300)
+    assert not mx.array_equal(model.encoder.embeddings.position_embedding.weight, expected)
+    cfg.model.position_init = "learned-ish"
+    with pytest.raises(UserError, match="position_init"):
+        build_captioner(cfg, 300)

@@ -151,3 +151,21 @@ def test_fast_gelu_error_bound_and_gradient():
     g = mx.grad(lambda y: fast_gelu(y).sum())(x)
     ref = mx.grad(lambda y: nn.gelu(y).sum())(x)
     assert max_diff(g, ref) < 1e-4
+
+
+def test_sincos_positions_are_smooth_over_the_grid():
+    from mlx_caption.models.vit import sincos_position_embedding
+
+    grid, dim = 4, 16
+    table = np.array(sincos_position_embedding(grid, dim))
+    assert table.shape == (1 + grid * grid, dim)
+    assert np.all(table[0] == 0)  # the class token has no place in the image
+    pos = table[1:].reshape(grid, grid, dim)
+    # Neighbours are closer than far patches, along rows and along columns.
+    near = np.linalg.norm(pos[0, 0] - pos[0, 1])
+    far = np.linalg.norm(pos[0, 0] - pos[0, 3])
+    assert near < far
+    assert np.linalg.norm(pos[0, 0] - pos[1, 0]) < np.linalg.norm(pos[0, 0] - pos[3, 0])
+    # Row channels ignore the column and vice versa.
+    np.testing.assert_allclose(pos[2, 0, : dim // 2], pos[2, 3, : dim // 2])
+    np.testing.assert_allclose(pos[0, 1, dim // 2 :], pos[3, 1, dim // 2 :])

@@ -517,6 +517,12 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
                 vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
             )
         )
+        if m.position_init == "sincos":
+            model.encoder.init_sincos_positions()
+        elif m.position_init != "random":
+            raise UserError(
+                f"model.position_init must be 'sincos' or 'random', not {m.position_init!r}"
+            )
     else:
         from mlx_caption.zoo import load_encoder
 
