@@ -1,6 +1,7 @@
 """The main job end to end: `mlx-caption demo --quick` trains for real and beats a blind baseline."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,18 @@ def test_demo_quick_beats_image_blind_baseline(tmp_path, capsys):
     assert main(["caption", "--checkpoint", str(out / "checkpoint"), str(image), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rows[0]["caption"]
+
+
+def test_synthetic_recipe_is_the_demo_recipe():
+    import yaml
+
+    from mlx_caption.config import TrainConfig
+    from mlx_caption.demo import DEMO_RECIPE
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "synthetic.yaml").read_text())
+    # The yaml trains for a fixed number of epochs and evaluates on a schedule; the model,
+    # data and optimizer sections are the demo's.
+    for section in ("model", "data", "optim"):
+        assert shipped[section] == DEMO_RECIPE[section], section
+    assert shipped["batch_size"] == DEMO_RECIPE["batch_size"]
+    TrainConfig.from_dict(shipped)
