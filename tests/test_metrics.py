@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from shared_data import FLICKR8K
 
 from mlx_caption import metrics
 from mlx_caption.errors import UserError
@@ -19,7 +20,7 @@ from mlx_caption.metrics import (
     tokenize_python,
 )
 
-FLICKR_DIR = Path("/work/shared/data/flickr8k")
+FLICKR_DIR = FLICKR8K
 needs_flickr = pytest.mark.skipif(
     not (FLICKR_DIR / "Flickr8k.token.txt").is_file(), reason="Flickr8k captions not present"
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import FLICKR8K
 
 from mlx_caption.cli import main
 from mlx_caption.data.sources import (
@@ -21,7 +22,7 @@ from mlx_caption.data.sources import (
 )
 from mlx_caption.errors import UserError
 
-FLICKR_DIR = Path("/work/shared/data/flickr8k")
+FLICKR_DIR = FLICKR8K
 
 
 def _jpeg(path: Path, colour=(200, 30, 30), size=(24, 16)) -> Path:

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import FLICKR8K
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from mlx_caption.errors import UserError
 from mlx_caption.tokenizer import CaptionTokenizer
 
-FLICKR = Path("/work/shared/data/flickr8k/Flickr8k.token.txt")
+FLICKR = FLICKR8K / "Flickr8k.token.txt"
 
 
 def _flickr_captions(n: int = 3000) -> list[str]:
