@@ -30,7 +30,7 @@ def _numpy_reference(m: MultiHeadAttention, x, src, allowed):
     h, hd = m.num_heads, m.head_dim
 
     def proj(name, a):
-        return a @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+        return a @ p[f"{name}.weight"].T + p.get(f"{name}.bias", 0.0)
 
     def split(a):
         b, n, _ = a.shape
@@ -200,3 +200,14 @@ def _replace(tree, path, value):
     if len(path) == 1:
         return {**tree, path[0]: value}
     return {**tree, path[0]: _replace(tree[path[0]], path[1:], value)}
+
+
+def test_key_bias_would_not_change_attention():
+    """Why k_proj has no bias: adding one shifts every score of a query equally."""
+    m = MultiHeadAttention(16, 2)
+    assert "bias" not in m.k_proj
+    x = mx.random.normal((2, 5, 16))
+    before = m(x, mask="causal")
+    m.k_proj.bias = mx.random.normal((16,))
+    after = m(x, mask="causal")
+    assert mx.allclose(before, after, atol=1e-5)

@@ -135,7 +135,10 @@ class MultiHeadAttention(nn.Module):
         num_heads: number of heads; ``dims`` must divide evenly.
         kv_dims: width of the key/value source (image tokens in cross-attention);
             defaults to ``dims``.
-        bias: whether the projections have biases.
+        bias: whether the projections have biases. The key projection never has one: a key
+            bias adds the same amount to every score of a query, which softmax ignores, so
+            its gradient is zero in exact arithmetic and Adam would turn rounding noise
+            into lr-sized random steps (as Whisper, we leave it out).
     """
 
     def __init__(self, dims: int, num_heads: int, kv_dims: int | None = None, bias: bool = True):
@@ -147,7 +150,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dims // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.q_proj = nn.Linear(dims, dims, bias=bias)
-        self.k_proj = nn.Linear(kv_dims, dims, bias=bias)
+        self.k_proj = nn.Linear(kv_dims, dims, bias=False)
         self.v_proj = nn.Linear(kv_dims, dims, bias=bias)
         self.out_proj = nn.Linear(dims, dims, bias=bias)
 

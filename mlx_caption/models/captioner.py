@@ -136,6 +136,11 @@ class Captioner(nn.Module):
             self.encoder.post_layernorm.unfreeze()
         if "visual_projection" in self.encoder:
             self.encoder.visual_projection.freeze()
+        # CLIP's key biases shift every attention score of a query by the same amount, which
+        # softmax ignores: their gradient is zero, and Adam would turn rounding noise into
+        # lr-sized random steps. They keep their (pretrained) values.
+        for layer in self.encoder.layers:
+            layer.self_attn.k_proj.freeze(keys=["bias"], recurse=False)
 
     @property
     def encoder_frozen(self) -> bool:
