@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from mlx.utils import tree_flatten
+from train_fixtures import recipe
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.data.synthetic import write_synthetic_dataset
@@ -34,44 +35,24 @@ def test_shard_rows():
 
 def _recipe(tmp_path: Path, mode: str) -> Path:
     data = write_synthetic_dataset(tmp_path / "shapes", images=60, seed=1, size=32)
-    d = {
-        "model": {
-            "encoder": "scratch",
-            "encoder_mode": mode,
-            "vision": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": 32,
-                "patch_size": 8,
-            },
+    d = recipe(
+        data,
+        tmp_path / "cache",
+        **{
+            "model.encoder_mode": mode,
             # No dropout: the two layouts draw different masks for the same rows.
-            "decoder": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "intermediate_size": 64,
-                "dropout": 0.0,
-            },
+            "model.decoder.dropout": 0.0,
+            "data.max_length": 24,
+            "data.captions_per_image": 2,
+            "optim": {"lr": 3e-3, "encoder_lr": 3e-3, "warmup_steps": 0},
+            "eval": {"generate": False, "val_images": 4},
+            "checkpoint": {"every_steps": 100},
+            "epochs": 1,
+            "max_steps": 2,
+            "batch_size": 16,  # 8 images x 2 captions; 4 images per rank
+            "log_every": 1,
         },
-        "data": {
-            "format": "karpathy",
-            "annotations": str(data),
-            "images": str(data.parent),
-            "vocab_size": 300,
-            "max_length": 24,
-            "captions_per_image": 2,
-            "feature_cache": str(tmp_path / "cache"),
-        },
-        "optim": {"lr": 3e-3, "encoder_lr": 3e-3, "warmup_steps": 0},
-        "eval": {"generate": False, "val_images": 4},
-        "checkpoint": {"every_steps": 100},
-        "epochs": 1,
-        "max_steps": 2,
-        "batch_size": 16,  # 8 images x 2 captions; 4 images per rank
-        "log_every": 1,
-    }
+    )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(d))
     return path

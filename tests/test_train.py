@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from mlx.utils import tree_flatten
+from train_fixtures import recipe
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.cli import main
@@ -47,53 +48,6 @@ def shapes(tmp_path_factory) -> Path:
     """120 synthetic 32-px images (96 train / 12 val / 12 test), Karpathy JSON."""
     root = tmp_path_factory.mktemp("shapes")
     return write_synthetic_dataset(root, images=120, seed=0, size=32)
-
-
-def recipe(dataset: Path, cache: Path, **over) -> dict:
-    """A tiny from-scratch recipe: 6 steps per epoch of 16 images."""
-    d = {
-        "model": {
-            "encoder": "scratch",
-            "encoder_mode": "finetune",
-            "vision": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": 32,
-                "patch_size": 8,
-            },
-            "decoder": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "intermediate_size": 64,
-                "dropout": 0.1,
-            },
-        },
-        "data": {
-            "format": "karpathy",
-            "annotations": str(dataset),
-            "images": str(dataset.parent),
-            "vocab_size": 300,
-            "max_length": 32,
-            "feature_cache": str(cache),
-        },
-        "optim": {"lr": 2e-3, "encoder_lr": 1e-3, "warmup_steps": 4},
-        "eval": {"generate": False, "batch_size": 12, "val_images": 12},
-        "checkpoint": {"every_steps": 4, "keep_last": 10},
-        "epochs": 3,
-        "batch_size": 16,
-        "log_every": 2,
-        "seed": 0,
-    }
-    for key, value in over.items():
-        node = d
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return d
 
 
 def quiet(msg: str) -> None:
