@@ -174,6 +174,8 @@ def run_demo(
     from mlx_caption.generate import DecodingConfig
     from mlx_caption.metrics import leave_one_out_scores
     from mlx_caption.models.captioner import load_captioner
+    from mlx_caption.train.data import TrainData
+    from mlx_caption.train.distributed import init_world
     from mlx_caption.train.trainer import Trainer
 
     started = time.perf_counter()
@@ -183,12 +185,9 @@ def run_demo(
     train_dir = out / "train"
 
     cfg = demo_config(quick)
-    # Trainer writes the synthetic set into OUT/train/data and trains the tokenizer; building
-    # it once with a placeholder step count gives the vocabulary for the timing run.
-    cfg.max_steps = MIN_STEPS
-    probe = Trainer(cfg, train_dir, progress=False, log=lambda _msg: None)
-    vocab = probe.tokenizer.vocab_size
-    del probe
+    # The training data writes the synthetic set into OUT/train/data (once; the Trainer below
+    # finds it there); its tokenizer gives the vocabulary size for the timing run.
+    vocab = TrainData.build(cfg, train_dir, init_world()).make_tokenizer().vocab_size
     rate = measure_step_rate(cfg, vocab)
     elapsed = (time.perf_counter() - started) / 60
     train_minutes = max(0.5, budget["train_minutes"] - max(0.0, elapsed - 0.3))
@@ -234,10 +233,7 @@ def run_demo(
     preds = {r.id: c.text for r, c in zip(records, captions, strict=True)}
     objects = score_objects(preds, {r.id: scenes[r.id] for r in records})
 
-    train_records = [
-        r for r in load_records("karpathy", dataset_json, data_root) if r.split == "train"
-    ]
-    blind = blind_baseline_caption(c for r in train_records for c in r.captions)
+    blind = blind_baseline_caption(c for r in trainer.data.train for c in r.captions)
     refs = {r.id: list(r.captions) for r in records}
     blind_preds = {r.id: blind for r in records}
     baseline = {
