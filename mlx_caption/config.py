@@ -61,6 +61,10 @@ class VisionConfig:
     hidden_act: str = "quick_gelu"  # "quick_gelu" | "gelu"
     layer_norm_eps: float = 1e-5
     projection_dim: int | None = None  # set when the checkpoint has a visual_projection
+    # How pixels become tokens: "patch" is CLIP's one linear map per patch (every converted
+    # checkpoint); "conv" is a stack of 3x3 stride-2 convolutions (from-scratch training:
+    # it learns shapes far sooner, see models/vit.py ConvStem). Same token grid either way.
+    stem: str = "patch"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     @property

@@ -41,7 +41,7 @@ def tokenizer():
     return CaptionTokenizer.train(CAPTIONS, vocab_size=300)
 
 
-def _config(vocab, projector="linear", projection_dim=None, layers=3):
+def _config(vocab, projector="linear", projection_dim=None, layers=3, stem="patch"):
     vision = VisionConfig(
         hidden_size=32,
         intermediate_size=64,
@@ -50,6 +50,7 @@ def _config(vocab, projector="linear", projection_dim=None, layers=3):
         image_size=32,
         patch_size=16,
         projection_dim=projection_dim,
+        stem=stem,
         preprocess=PreprocessConfig(resize_shortest_edge=32, crop_size=32),
     )
     decoder = DecoderConfig(
@@ -200,6 +201,20 @@ def test_save_load_round_trip_identical_logits(tokenizer, checkpoint):
     assert tok.encode(CAPTIONS[0]) == tokenizer.encode(CAPTIONS[0])
     config = json.loads((checkpoint / "config.json").read_text())
     assert CaptionerConfig.from_dict(config).to_dict() == original.config.to_dict()
+
+
+def test_conv_stem_round_trip(tokenizer, tmp_path):
+    original = _model(tokenizer, seed=5, stem="conv")
+    save_captioner(original, tokenizer, tmp_path / "conv")
+    assert json.loads((tmp_path / "conv" / "config.json").read_text())["vision"]["stem"] == "conv"
+    model, _ = load_captioner(tmp_path / "conv")
+    assert "encoder.embeddings.patch_embedding.convs.0.weight" in dict(
+        tree_flatten(model.parameters())
+    )
+    pixels = mx.random.normal((2, 32, 32, 3))
+    np.testing.assert_array_equal(
+        np.array(model(pixels, _tokens())), np.array(original(pixels, _tokens()))
+    )
 
 
 def test_save_replaces_an_existing_checkpoint(tokenizer, tmp_path):

@@ -536,3 +536,16 @@ def test_scratch_encoder_position_init():
     cfg.model.position_init = "learned-ish"
     with pytest.raises(UserError, match="position_init"):
         build_captioner(cfg, 300)
+
+
+def test_scratch_encoder_stem_is_checked():
+    from mlx_caption.demo import demo_config
+    from mlx_caption.train.trainer import build_captioner
+
+    cfg = demo_config(quick=True, **{"model.vision.stem": "conv", "model.vision.patch_size": 12})
+    cfg.model.vision["image_size"] = 48
+    with pytest.raises(UserError, match="power-of-two patch_size, not 12"):
+        build_captioner(cfg, 300)
+    cfg.model.vision["stem"] = "resnet"
+    with pytest.raises(UserError, match="stem must be one of patch, conv"):
+        build_captioner(cfg, 300)

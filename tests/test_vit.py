@@ -169,3 +169,52 @@ def test_sincos_positions_are_smooth_over_the_grid():
     # Row channels ignore the column and vice versa.
     np.testing.assert_allclose(pos[2, 0, : dim // 2], pos[2, 3, : dim // 2])
     np.testing.assert_allclose(pos[0, 1, dim // 2 :], pos[3, 1, dim // 2 :])
+
+
+def test_conv3x3_stride2_matches_conv2d():
+    from mlx_caption.models.vit import Conv3x3Stride2
+
+    mx.random.seed(0)
+    conv = Conv3x3Stride2(5, 7)
+    conv.bias = mx.random.normal((7,))
+    for size in (16, 9):  # even and odd sides: padding 1 gives ceil(size / 2)
+        x = mx.random.normal((2, size, size, 5))
+        ref = mx.conv2d(x, conv.weight, stride=2, padding=1) + conv.bias
+        assert conv(x).shape == ref.shape
+        assert max_diff(conv(x), ref) < 1e-5
+
+
+def test_conv_stem_gives_the_patch_grid():
+    from mlx_caption.config import VisionConfig
+    from mlx_caption.models.vit import ConvStem
+
+    cfg = VisionConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
+        image_size=64, patch_size=16, stem="conv",
+    )  # fmt: skip
+    vit = VisionTransformer(cfg)
+    stem = vit.embeddings.patch_embedding
+    assert isinstance(stem, ConvStem)
+    # log2(16) = 4 stride-2 convolutions, widths doubling up to the hidden size.
+    assert [c.weight.shape[0] for c in stem.convs] == [16, 16, 24, 48]
+    out = vit(mx.random.normal((2, 64, 64, 3)), output_hidden_states=True)
+    assert out.last_hidden_state.shape == (2, cfg.num_tokens, 48) == (2, 17, 48)
+    # The stem's tokens are layer-normalised before the position embedding is added.
+    tokens = np.array(stem(mx.random.normal((1, 64, 64, 3))))
+    np.testing.assert_allclose(tokens.mean(-1), 0, atol=1e-5)
+    # Each token sees only its own neighbourhood: a change in the top-left corner leaves the
+    # bottom-right token alone.
+    x = mx.random.normal((1, 64, 64, 3))
+    y = x.at[:, :8, :8, :].add(5.0)
+    diff = np.abs(np.array(stem(x)) - np.array(stem(y))).max(-1)[0]
+    assert diff[0] > 1e-3 and diff[-1] == 0
+
+
+def test_bad_stem_settings_are_refused():
+    from mlx_caption.config import VisionConfig
+    from mlx_caption.models.vit import ConvStem
+
+    with pytest.raises(ValueError, match="power-of-two"):
+        ConvStem(3, 32, 14)
+    with pytest.raises(ValueError, match="stem must be one of patch, conv"):
+        VisionTransformer(VisionConfig(hidden_size=32, num_hidden_layers=1, stem="hybrid"))

@@ -512,6 +512,7 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
         if not m.vision:
             raise UserError("model.encoder: scratch needs a model.vision section (VisionConfig)")
         vision = VisionConfig.from_dict(m.vision)
+        _check_stem(vision)
         model = Captioner(
             CaptionerConfig(
                 vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
@@ -538,6 +539,16 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
         model.load_encoder_weights(encoder)
     mx.eval(model.parameters())
     return model
+
+
+def _check_stem(vision) -> None:
+    from mlx_caption.models.vit import STEMS
+
+    if vision.stem not in STEMS:
+        raise UserError(f"model.vision.stem must be one of {', '.join(STEMS)}, not {vision.stem!r}")
+    p = vision.patch_size
+    if vision.stem == "conv" and (p < 2 or p & (p - 1)):
+        raise UserError(f"model.vision.stem: conv needs a power-of-two patch_size, not {p}")
 
 
 def _decoder_config(spec: str | dict) -> DecoderConfig:
