@@ -30,8 +30,9 @@ def test_demo_quick_beats_image_blind_baseline(tmp_path, capsys):
     # Content: the model names more of the right (colour, shape) pairs than the blind caption.
     assert summary["objects"]["pair_recall"] > blind["objects"]["pair_recall"] + 0.1
     assert summary["objects"]["pair_precision"] > blind["objects"]["pair_precision"] + 0.1
-    # The agreement is the ceiling the model is compared with.
-    assert summary["reference_agreement"]["CIDEr"] > summary["test"]["CIDEr"]
+    # The references agree with each other far more than with the blind caption. (The model
+    # may score above their agreement: it writes the most common phrasing of each fact.)
+    assert summary["reference_agreement"]["CIDEr"] > 3 * blind["test"]["CIDEr"]
     # What the demo leaves behind works with the other commands as it is.
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         assert (out / "checkpoint" / name).is_file()
