@@ -137,14 +137,7 @@ def measure_step_rate(cfg: TrainConfig, data: TrainData, steps: int = 24) -> flo
     model.train()
     data.set_preprocess(model.config.vision.preprocess)
     optimizer, _ = build_optimizer(cfg.optim, 1000)
-    step = TrainStep(
-        model,
-        optimizer,
-        label_smoothing=cfg.label_smoothing,
-        grad_clip=cfg.optim.grad_clip,
-        captions_per_image=cfg.data.captions_per_image,
-        compile=cfg.compile,
-    )
+    step = TrainStep.for_recipe(model, optimizer, cfg)
     batches = data.train_batches(epoch=0, start=0)
     for _ in range(2):  # compile, then one more to settle
         step(*next(batches))  # evaluates the update

@@ -180,6 +180,28 @@ def test_compiled_step_matches_uncompiled():
         np.testing.assert_allclose(w_compiled[k], w_eager[k], atol=1e-4, err_msg=k)
 
 
+def test_step_for_recipe_is_the_configured_step():
+    # Label smoothing 0.1, clipping at 1.0, eager: the same numbers as run_steps' explicit step.
+    cfg = TrainConfig.from_dict(
+        {
+            "label_smoothing": 0.1,
+            "compile": False,
+            "optim": {"grad_clip": 1.0},
+            "model": {"encoder_mode": "finetune"},
+        }
+    )
+    model = tiny_captioner(dropout=0.1)
+    model.train()
+    opt, _ = build_optimizer(TrainOptimConfig(lr=3e-3, warmup_steps=2), 20)
+    mx.random.seed(7)
+    step = TrainStep.for_recipe(model, opt, cfg)
+    losses = [step(*batch(seed=i % 2)).loss for i in range(5)]
+    expected, w_expected = run_steps(compile=False)
+    np.testing.assert_allclose(losses, expected, rtol=1e-6)
+    for k, v in weights(model).items():
+        np.testing.assert_allclose(v, w_expected[k], atol=1e-6, err_msg=k)
+
+
 def test_grad_checkpoint_same_numbers():
     plain, w_plain = run_steps(compile=True, n=3, dropout=0.0)
     ckpt, w_ckpt = run_steps(compile=True, n=3, dropout=0.0, grad_checkpoint=True)

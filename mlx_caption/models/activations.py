@@ -97,6 +97,11 @@ def _quick_gelu_grad(x: mx.array, e: mx.array, cotangent: mx.array) -> mx.array:
     return cotangent * (s + 1.702 * x * e * inv * inv)
 
 
+def _single(primals):
+    # With a single input MLX passes the primal itself and expects a single cotangent back.
+    return primals[0] if isinstance(primals, (list, tuple)) else primals
+
+
 @mx.custom_function
 def fast_quick_gelu(x: mx.array) -> mx.array:
     """``x * sigmoid(1.702 x)``, fast on the CPU (see :func:`_fast_quick_gelu_impl`)."""
@@ -105,8 +110,7 @@ def fast_quick_gelu(x: mx.array) -> mx.array:
 
 @fast_quick_gelu.vjp
 def _fast_quick_gelu_vjp(primals, cotangent, output):
-    # With a single input MLX passes the primal itself and expects a single cotangent back.
-    x = primals[0] if isinstance(primals, (list, tuple)) else primals
+    x = _single(primals)
     return _quick_gelu_grad(x, _quick_gelu_exp(_quick_gelu_poly(x)), cotangent)
 
 
@@ -177,7 +181,7 @@ def fast_gelu(x: mx.array) -> mx.array:
 
 @fast_gelu.vjp
 def _fast_gelu_vjp(primals, cotangent, output):
-    x = primals[0] if isinstance(primals, (list, tuple)) else primals
+    x = _single(primals)
     return _gelu_erf_grad(x, *_gelu_erf_parts(x), cotangent)
 
 
@@ -236,7 +240,7 @@ def fast_gelu_tanh(x: mx.array) -> mx.array:
 
 @fast_gelu_tanh.vjp
 def _fast_gelu_tanh_vjp(primals, cotangent, output):
-    x = primals[0] if isinstance(primals, (list, tuple)) else primals
+    x = _single(primals)
     return _gelu_tanh_grad(x, _quick_gelu_exp(_gelu_tanh_poly(x)), cotangent)
 
 

@@ -93,7 +93,7 @@ class ConvStem(nn.Module):
         super().__init__()
         depth = patch.bit_length() - 1
         if patch < 2 or 1 << depth != patch:
-            raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch}")
+            raise ValueError(f"stem: conv needs a power-of-two patch_size, not {patch}")
         widths = [max(16, dim >> (depth - 1 - i)) for i in range(depth)]
         ins = [channels, *widths[:-1]]
         self.convs = [Conv3x3Stride2(a, b) for a, b in zip(ins, widths, strict=True)]

@@ -17,6 +17,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
+from mlx_caption.config import TrainConfig
 from mlx_caption.train.distributed import World
 
 PAD = 0  # CaptionTokenizer.PAD; fixed by the project's contract
@@ -137,6 +138,26 @@ class TrainStep:
         self.state = [model.state, optimizer.state, mx.random.state]
         self._step: Callable = (
             mx.compile(step, inputs=self.state, outputs=self.state) if compile else step
+        )
+
+    @classmethod
+    def for_recipe(
+        cls,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        cfg: TrainConfig,
+        world: World | None = None,
+    ) -> TrainStep:
+        """The step a training recipe asks for (loss, clipping, encoder mode, compilation)."""
+        return cls(
+            model,
+            optimizer,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.optim.grad_clip,
+            from_features=cfg.model.encoder_mode == "frozen",
+            captions_per_image=cfg.data.captions_per_image,
+            world=world,
+            compile=cfg.compile,
         )
 
     def _all_sum(self, x: mx.array) -> mx.array:

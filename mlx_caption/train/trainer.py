@@ -166,16 +166,7 @@ class Trainer:
 
         if self.frozen:
             self.data.prepare_features(self.model, progress=self.progress)
-        self.step_fn = TrainStep(
-            self.model,
-            self.optimizer,
-            label_smoothing=cfg.label_smoothing,
-            grad_clip=cfg.optim.grad_clip,
-            from_features=self.frozen,
-            captions_per_image=cfg.data.captions_per_image,
-            world=self.world,
-            compile=cfg.compile,
-        )
+        self.step_fn = TrainStep.for_recipe(self.model, self.optimizer, cfg, self.world)
         self.log = MetricsLog(self.out / METRICS_FILE)
         self.wandb = None
         if wandb and self.world.is_main:
@@ -512,12 +503,14 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
         if not m.vision:
             raise UserError("model.encoder: scratch needs a model.vision section (VisionConfig)")
         vision = VisionConfig.from_dict(m.vision)
-        _check_stem(vision)
-        model = Captioner(
-            CaptionerConfig(
-                vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
+        try:
+            model = Captioner(
+                CaptionerConfig(
+                    vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
+                )
             )
-        )
+        except ValueError as err:  # the model's own checks (stem, patch size, heads)
+            raise UserError(f"model config: {err}") from None
         if m.position_init == "sincos":
             model.encoder.init_sincos_positions()
         elif m.position_init != "random":
@@ -539,16 +532,6 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
         model.load_encoder_weights(encoder)
     mx.eval(model.parameters())
     return model
-
-
-def _check_stem(vision) -> None:
-    from mlx_caption.models.vit import STEMS
-
-    if vision.stem not in STEMS:
-        raise UserError(f"model.vision.stem must be one of {', '.join(STEMS)}, not {vision.stem!r}")
-    p = vision.patch_size
-    if vision.stem == "conv" and (p < 2 or p & (p - 1)):
-        raise UserError(f"model.vision.stem: conv needs a power-of-two patch_size, not {p}")
 
 
 def _decoder_config(spec: str | dict) -> DecoderConfig:
