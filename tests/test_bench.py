@@ -193,6 +193,8 @@ def test_ops_experiments_tiny(tmp_path, capsys):
     assert {"softmax", "attention core", "quick_gelu", "patch embedding"} <= set(names)
     soft = next(r for r in res["experiments"] if r["experiment"] == "softmax")
     assert soft["max_abs_diff"] < 1e-5 and set(soft["ms"]) == {"mx.softmax", "fast_softmax"}
+    conv = next(r for r in res["experiments"] if r["experiment"] == "conv stem gradient")
+    assert conv["max_abs_diff"] < 1e-4 and len(conv["ms"]) == 3
     mem = next(r for r in res["experiments"] if r["experiment"] == "checkpoint memory")
     assert len(mem["peak_mb"]) == 4
     assert "# Op-level experiments" in (tmp_path / "ops_tiny.md").read_text()

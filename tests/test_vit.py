@@ -184,6 +184,25 @@ def test_conv3x3_stride2_matches_conv2d():
         assert max_diff(conv(x), ref) < 1e-5
 
 
+def test_conv3x3_stride2_gradient_matches_autodiff_of_conv2d():
+    from mlx_caption.models.conv import conv3x3_stride2
+
+    mx.random.seed(1)
+    for side in (8, 7):  # odd sides go through the zero-padded even path
+        x = mx.random.normal((2, side, side, 3))
+        w = mx.random.normal((5, 3, 3, 3))
+        probe = mx.random.normal((2, (side + 1) // 2, (side + 1) // 2, 5))
+
+        def grads(conv, x=x, w=w, probe=probe):
+            return mx.grad(lambda x, w: (conv(x, w) * probe).sum(), (0, 1))(x, w)
+
+        ref = grads(lambda x, w: mx.conv2d(x, w, stride=2, padding=1))
+        ours = grads(conv3x3_stride2)
+        for a, b in zip(ours, ref, strict=True):
+            assert a.shape == b.shape
+            assert max_diff(a, b) < 1e-4
+
+
 def test_conv_stem_gives_the_patch_grid():
     from mlx_caption.config import VisionConfig
     from mlx_caption.models.vit import ConvStem

@@ -11,6 +11,9 @@ ViT and decoder actually run (interleaved, median of repeats) and checks they ag
 - ``fusion depth``: a degree-10 polynomial in one compiled function (Horner, 20 ops deep),
   split by hand, and in Estrin form: MLX fuses at most 11 ops per chain;
 - ``patch embedding``: ``mx.conv2d`` against the library's reshape + matmul;
+- ``conv stem gradient``: one 3x3 stride-2 stem layer's forward + backward (input and
+  kernel), through autodiff of ``mx.conv2d``, autodiff of the im2col form (nine strided
+  views, one matmul), and ``models.conv.conv3x3_stride2`` (hand-written col2im);
 - ``layer norm``: ``mx.fast.layer_norm`` against a compiled hand-written one (no gain: kept);
 - ``blas threads``: the ViT forward with OpenBLAS on 1 thread against all cores, and the
   batch split over two CPU streams with one BLAS thread each;
@@ -242,6 +245,35 @@ def patch_row(batch: int, cfg: VisionConfig, repeats: int = 5) -> dict:
     )
 
 
+def conv_grad_row(batch: int, side: int, channels: int, repeats: int = 5) -> dict:
+    """Forward + backward of a stem layer, ``channels`` -> ``2 * channels`` at ``side`` px."""
+    from mlx_caption.models.conv import _im2col, conv3x3_stride2
+
+    x = mx.random.normal((batch, side, side, channels))
+    w = mx.random.normal((2 * channels, 3, 3, channels)) * 0.1
+    probe = mx.random.normal((batch, side // 2, side // 2, 2 * channels))
+    mx.eval(x, w, probe)
+
+    def grads(conv):
+        fn = mx.compile(mx.grad(lambda x, w: (conv(x, w) * probe).sum(), argnums=(0, 1)))
+        return lambda: mx.concatenate([g.reshape(-1) for g in fn(x, w)])  # input, kernel
+
+    def im2col(x, w):
+        return _im2col(x) @ w.reshape(w.shape[0], -1).T
+
+    return _compare(
+        "conv stem gradient",
+        f"B={batch} {side}px {channels}->{2 * channels}",
+        {
+            "autodiff mx.conv2d": grads(lambda x, w: mx.conv2d(x, w, stride=2, padding=1)),
+            "autodiff im2col": grads(im2col),
+            "conv3x3_stride2": grads(conv3x3_stride2),
+        },
+        repeats,
+        ("autodiff mx.conv2d", "conv3x3_stride2"),
+    )
+
+
 def layer_norm_row(rows: int, width: int = 768, repeats: int = 9) -> dict:
     x = mx.random.normal((rows, width))
     w, b = mx.random.normal((width,)), mx.random.normal((width,))
@@ -363,6 +395,8 @@ def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
     rows.append(quick_gelu_vjp_row(b32[0] * b32[1], cfg.intermediate_size, max(2, reps // 2)))
     rows.append(fusion_depth_row(b32[0] * b32[1], cfg.intermediate_size, reps))
     rows.append(patch_row(b32[0], cfg, reps))
+    # The demo's second stem layer (32 images, 64 px -> 32 px -> 16 px, 24 -> 48 channels).
+    rows.append(conv_grad_row(*((2, 8, 4) if tiny else (32, 32, 24)), repeats=reps))
     rows.append(layer_norm_row(b32[0] * b32[1], cfg.hidden_size, reps))
     vit, _ = build_pair(cfg, bridge=False)
     rows.append(blas_threads_row(vit, batch, repeats=max(2, reps // 3)))

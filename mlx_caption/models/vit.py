@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx_caption import backend
 from mlx_caption.config import VisionConfig
 from mlx_caption.models.activations import ACTIVATIONS, softmax
+from mlx_caption.models.conv import conv3x3_stride2
 
 
 @dataclass
@@ -55,11 +56,10 @@ class PatchEmbedding(nn.Module):
 
 
 class Conv3x3Stride2(nn.Module):
-    """3x3 convolution, stride 2, padding 1 (NHWC), run as one matmul over nine strided views.
+    """3x3 convolution, stride 2, padding 1 (NHWC), kernel stored OHWI like an MLX ``Conv2d``.
 
-    The kernel is stored OHWI like an MLX ``Conv2d``, and the result equals
-    ``mx.conv2d(x, weight, stride=2, padding=1) + bias``; on the CPU, MLX's own conv2d is
-    several times slower for these small, strided kernels.
+    Equals ``mx.conv2d(x, weight, stride=2, padding=1) + bias``; the gradient is hand-written
+    (:func:`mlx_caption.models.conv.conv3x3_stride2`) because MLX's is slow on the CPU.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -70,12 +70,7 @@ class Conv3x3Stride2(nn.Module):
         self.bias = mx.zeros((out_channels,))
 
     def __call__(self, x: mx.array) -> mx.array:
-        _, h, w, _ = x.shape
-        x = mx.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
-        # Views in (dy, dx) order with channels last: the same order as the flattened kernel.
-        views = [x[:, dy : dy + h : 2, dx : dx + w : 2, :] for dy in range(3) for dx in range(3)]
-        kernel = self.weight.reshape(self.weight.shape[0], -1)
-        return mx.concatenate(views, axis=-1) @ kernel.T + self.bias
+        return conv3x3_stride2(x, self.weight) + self.bias
 
 
 class ConvStem(nn.Module):
