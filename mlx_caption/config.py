@@ -262,6 +262,10 @@ class TrainConfig:
     checkpoint: TrainCheckpointConfig = field(default_factory=TrainCheckpointConfig)
     epochs: int = 20
     max_steps: int | None = None  # stop early after this many optimizer steps
+    # Wall-clock limit of one run (one fit call), in minutes: past it the run saves a
+    # checkpoint and ends (status "time_limit"); the lr schedule keeps its length, so a
+    # resume continues it. For hard budgets; size the schedule with max_steps.
+    max_minutes: float | None = None
     batch_size: int = 64  # caption rows per global step (all ranks together)
     label_smoothing: float = 0.1
     seed: int = 0

@@ -33,6 +33,10 @@ def test_demo_quick_beats_image_blind_baseline(tmp_path, capsys):
     # The references agree with each other far more than with the blind caption. (The model
     # may score above their agreement: it writes the most common phrasing of each fact.)
     assert summary["reference_agreement"]["CIDEr"] > 3 * blind["test"]["CIDEr"]
+    # Training ran the planned steps, or stopped early at the demo's hard time limit.
+    training = summary["training"]
+    assert training["steps"] <= training["planned_steps"]
+    assert training["time_limit"] == (training["steps"] < training["planned_steps"])
     # What the demo leaves behind works with the other commands as it is.
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         assert (out / "checkpoint" / name).is_file()

@@ -305,6 +305,22 @@ def test_resume_continues_exactly(shapes, tmp_path):
     assert [r["step"] for r in evals if r["kind"] == "eval"] == [6, 12, 18]
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes(shapes, tmp_path):
+    d = recipe(shapes, tmp_path / "cache", epochs=1)
+    with pytest.raises(UserError, match="max_minutes must be positive"):
+        Trainer(TrainConfig.from_dict({**d, "max_minutes": 0}), tmp_path / "X", log=quiet)
+    # A limit that has passed by the first check: one step, then a checkpoint and the end.
+    cfg = TrainConfig.from_dict({**d, "max_minutes": 1e-9})
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=quiet).fit()
+    assert result.status == "time_limit" and result.step == 1
+    assert "max_minutes" in result.message and result.checkpoint.endswith("ckpt-1")
+    assert read_state(tmp_path / "run" / "ckpt-1").total_steps == 6  # the schedule kept
+    # Resumed without the limit, the run completes its schedule.
+    cfg.max_minutes = None
+    resumed = Trainer(cfg, tmp_path / "run", resume=tmp_path / "run", progress=False, log=quiet)
+    assert resumed.fit().status == "finished" and resumed.state.step == 6
+
+
 def test_frozen_pretrained_encoder_stays_put_and_is_cached(shapes, tmp_path):
     from clip_fixtures import save_hf_clip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.fit()
     if args.json and trainer.world.is_main:
         print_json(result.to_dict())
+    if result.status == "time_limit" and trainer.world.is_main:
+        print(f"time limit: {result.message}", file=sys.stderr)
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
     if result.status == "diverged":

@@ -76,7 +76,7 @@ class Diverged(RuntimeError):
 class TrainResult:
     """How a :meth:`Trainer.fit` call ended."""
 
-    status: str  # "finished" | "interrupted" | "stopped" | "diverged"
+    status: str  # "finished" | "time_limit" | "interrupted" | "stopped" | "diverged"
     step: int
     epoch: int
     out_dir: str
@@ -116,6 +116,7 @@ class Trainer:
         self.progress = progress and self.world.is_main
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._stop_signal: str | None = None
+        self._deadline: float | None = None  # perf_counter time when max_minutes runs out
         self._bar = None
         self._check_recipe()
         if self.world.is_main:
@@ -184,6 +185,8 @@ class Trainer:
             raise UserError(
                 f"model.encoder_mode must be 'frozen' or 'finetune', got {cfg.model.encoder_mode!r}"
             )
+        if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+            raise UserError(f"max_minutes must be positive, got {cfg.max_minutes}")
         k = cfg.data.captions_per_image
         if k < 1 or cfg.batch_size % k:
             raise UserError(
@@ -209,13 +212,17 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self, stop_at_step: int | None = None) -> TrainResult:
-        """Train until the recipe's end (or ``stop_at_step``, Ctrl-C/SIGTERM, or divergence).
+        """Train until the recipe's end (or ``stop_at_step``, ``max_minutes``, Ctrl-C/SIGTERM,
+        or divergence).
 
         ``stop_at_step`` ends this call after that many total steps with a checkpoint, without
-        changing the schedule (a later resume continues as if never stopped).
+        changing the schedule (a later resume continues as if never stopped); so does the
+        recipe's ``max_minutes`` once that much time has passed since this call began.
         """
         st = self.state
         started = time.perf_counter()
+        minutes = self.cfg.max_minutes
+        self._deadline = started + 60 * minutes if minutes is not None else None
         if self.world.is_main:
             if self.resumed_from:
                 dropped = self.log.truncate_after(st.step)
@@ -286,12 +293,18 @@ class Trainer:
                 self._save()
             elif st.step % cfg.checkpoint.every_steps == 0 or end_of_epoch:
                 self._save()
-            signal_name = self._should_stop()
+            signal_name, out_of_time = self._should_stop()
             if signal_name or (stop_at_step is not None and st.step >= stop_at_step):
                 self._save()
                 if signal_name:
                     return "interrupted", f"stopped by {signal_name} at step {st.step}"
                 return "stopped", f"stopped at step {st.step}"
+            if out_of_time and not done:
+                self._save()
+                return "time_limit", (
+                    f"max_minutes ({cfg.max_minutes:g}) reached at step {st.step} of "
+                    f"{st.total_steps}; resume to continue the schedule"
+                )
             if done or end_of_epoch:
                 return None
         # The stream ran dry before steps_per_epoch batches (it should not): next epoch.
@@ -373,6 +386,7 @@ class Trainer:
             f"{self.data.num_train_images} train images, {self.steps_per_epoch} steps/epoch, "
             f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
             + (f" on {self.world.size} processes" if self.world.distributed else "")
+            + (f", at most {cfg.max_minutes:g} min" if cfg.max_minutes is not None else "")
             + f"; out {self.out}"
         )
 
@@ -475,16 +489,19 @@ class Trainer:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-    def _should_stop(self) -> str | None:
-        """The signal that asked to stop, agreed over ranks (any rank stopping stops all)."""
+    def _should_stop(self) -> tuple[str | None, bool]:
+        """(the signal that asked to stop, whether ``max_minutes`` has passed), agreed over
+        ranks: any rank stopping stops all."""
+        out_of_time = self._deadline is not None and time.perf_counter() >= self._deadline
         if not self.world.distributed:
-            return self._stop_signal
-        flag = mx.distributed.all_sum(
-            mx.array(1.0 if self._stop_signal else 0.0), group=self.world.group
+            return self._stop_signal, out_of_time
+        flags = mx.distributed.all_sum(
+            mx.array([1.0 if self._stop_signal else 0.0, 1.0 if out_of_time else 0.0]),
+            group=self.world.group,
         )
-        if flag.item() > 0:
-            return self._stop_signal or "a signal on another rank"
-        return None
+        signalled, timed_out = (v > 0 for v in flags.tolist())
+        signal_name = self._stop_signal or ("a signal on another rank" if signalled else None)
+        return signal_name, timed_out
 
 
 # ----------------------------------------------------------------------------- model
