@@ -14,6 +14,7 @@ GPU build of MLX (``mlx-cuda``) is installed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import importlib.metadata
@@ -138,6 +139,42 @@ def setup() -> BlasStatus:
 def status() -> BlasStatus:
     """The outcome of :func:`setup`."""
     return _status
+
+
+def _blas_thread_calls():
+    """(get, set) of the loaded BLAS's thread count (OpenBLAS or MKL), or None."""
+    if _handle is None:
+        return None
+    for get, put in (
+        ("openblas_get_num_threads", "openblas_set_num_threads"),
+        ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+    ):
+        try:
+            return getattr(_handle, get), getattr(_handle, put)
+        except AttributeError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """Run the block with the BLAS that :func:`setup` loaded on ``n`` threads.
+
+    For work split over several CPU streams: each stream's matmuls then take one share of
+    the cores instead of all of them. Does nothing when no BLAS was loaded (macOS,
+    GPU builds, ``MLX_CAPTION_BLAS=off``).
+    """
+    calls = _blas_thread_calls()
+    if calls is None:
+        yield
+        return
+    get, put = calls
+    before = int(get())
+    put(max(1, int(n)))
+    try:
+        yield
+    finally:
+        put(before)
 
 
 def blas_in_use() -> list[str]:

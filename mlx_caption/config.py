@@ -270,6 +270,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     compile: bool = True
+    # Split each step's rows over this many CPU streams (ignored on a GPU): on a CPU a small
+    # model leaves cores idle between matmuls; see train.step.TrainStep.
+    cpu_streams: int = 1
     log_every: int = 10
     # Debug hook for tests: a weight turns NaN just before update number N (1-based).
     nan_at_step: int | None = None

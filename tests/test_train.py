@@ -160,14 +160,33 @@ def test_parameter_groups_and_encoder_lr():
     assert dec == pytest.approx(1e-2, rel=0.05)
 
 
-def run_steps(compile: bool, n: int = 5, dropout: float = 0.1, grad_checkpoint: bool = False):
+def run_steps(
+    compile: bool,
+    n: int = 5,
+    dropout: float = 0.1,
+    grad_checkpoint: bool = False,
+    cpu_streams: int = 1,
+    captions_per_image: int = 1,
+):
     model = tiny_captioner(dropout=dropout)
     model.encoder.grad_checkpoint = grad_checkpoint
     model.train()
     opt, _ = build_optimizer(TrainOptimConfig(lr=3e-3, warmup_steps=2), 20)
     mx.random.seed(7)
-    step = TrainStep(model, opt, label_smoothing=0.1, grad_clip=1.0, compile=compile)
-    outs = [step(*batch(seed=i % 2)) for i in range(n)]
+    step = TrainStep(
+        model,
+        opt,
+        label_smoothing=0.1,
+        grad_clip=1.0,
+        compile=compile,
+        cpu_streams=cpu_streams,
+        captions_per_image=captions_per_image,
+    )
+    k = captions_per_image
+    outs = []
+    for i in range(n):
+        px, tok = batch(n=4 * k, seed=i % 2)
+        outs.append(step(px[::k], tok))  # k caption rows per image
     return [o.loss for o in outs], weights(model)
 
 
@@ -178,6 +197,19 @@ def test_compiled_step_matches_uncompiled():
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
     for k in w_eager:
         np.testing.assert_allclose(w_compiled[k], w_eager[k], atol=1e-4, err_msg=k)
+
+
+@pytest.mark.parametrize(("compile", "k"), [(True, 1), (False, 2)])
+def test_cpu_streams_split_gives_the_same_update(compile, k):
+    one, w_one = run_steps(compile=compile, n=3, dropout=0.0, captions_per_image=k)
+    two, w_two = run_steps(compile=compile, n=3, dropout=0.0, captions_per_image=k, cpu_streams=2)
+    np.testing.assert_allclose(two, one, rtol=1e-5)
+    for key in w_one:
+        np.testing.assert_allclose(w_two[key], w_one[key], atol=1e-4, err_msg=key)
+    with pytest.raises(ValueError, match="do not split over 3 CPU streams"):
+        model = tiny_captioner()
+        opt, _ = build_optimizer(TrainOptimConfig(), 10)
+        TrainStep(model, opt, cpu_streams=3)(*batch(n=4))
 
 
 def test_step_for_recipe_is_the_configured_step():

@@ -9,14 +9,17 @@ last ragged batch dropped) so it never recompiles.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 
+from mlx_caption import backend
 from mlx_caption.config import TrainConfig
 from mlx_caption.train.distributed import World
 
@@ -86,6 +89,12 @@ class TrainStep:
 
     ``step(images, tokens)`` takes this rank's rows. The loss is normalized by the *global*
     token count, so averaging gradients over ranks equals one process on the combined batch.
+
+    With ``cpu_streams = n > 1`` (CPU only) the rows are split into ``n`` chunks whose
+    gradients are computed concurrently on ``n`` CPU streams, each with a ``1/n`` share of
+    the BLAS threads, then summed for one update: the same update (up to float rounding). A
+    small model leaves most cores idle between matmuls, so this is faster: on 2 cores the
+    demo's step went from 191 to 158 ms at batch 32, 367 to 257 ms at batch 64.
     """
 
     def __init__(
@@ -99,10 +108,12 @@ class TrainStep:
         captions_per_image: int = 1,
         world: World | None = None,
         compile: bool = True,
+        cpu_streams: int = 1,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.world = world or World()
+        self.captions_per_image = captions_per_image
         world = self.world
         # Optimizer state must exist before compiling: the compiled function captures it.
         optimizer.init(model.trainable_parameters())
@@ -121,10 +132,15 @@ class TrainStep:
 
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
-        def step(images: mx.array, tokens: mx.array):
+        def global_count(tokens: mx.array) -> mx.array:
             count = (tokens[:, 1:] != PAD).sum().astype(mx.float32)
-            n_global = mx.maximum(self._all_sum(count), 1.0)
+            return mx.maximum(self._all_sum(count), 1.0)
+
+        def chunk_grads(images: mx.array, tokens: mx.array, n_global: mx.array):
             (_, (total, correct)), grads = value_and_grad(model, images, tokens, n_global)
+            return grads, total, correct
+
+        def apply(grads, total, correct, n_global):
             if world.distributed:
                 grads = nn.average_gradients(grads, group=world.group)
                 total, correct = self._all_sum(total), self._all_sum(correct)
@@ -135,10 +151,32 @@ class TrainStep:
             optimizer.update(model, grads)
             return total / n_global, correct / n_global, norm, n_global
 
+        def step(images: mx.array, tokens: mx.array):
+            n_global = global_count(tokens)
+            return apply(*chunk_grads(images, tokens, n_global), n_global)
+
+        def summed_apply(chunks, n_global):
+            grads, totals, corrects = zip(*chunks, strict=True)
+            grads = tree_map(lambda *g: _add(g), *grads)
+            return apply(grads, _add(totals), _add(corrects), n_global)
+
         self.state = [model.state, optimizer.state, mx.random.state]
-        self._step: Callable = (
-            mx.compile(step, inputs=self.state, outputs=self.state) if compile else step
-        )
+        maybe_compile = (lambda f, **kw: mx.compile(f, **kw)) if compile else (lambda f, **kw: f)
+        self.cpu_streams = cpu_streams if cpu_streams > 1 and not backend.on_gpu() else 1
+        if self.cpu_streams == 1:
+            self._step: Callable = maybe_compile(step, inputs=self.state, outputs=self.state)
+            return
+        # Split path: the chunks' gradients (one compiled graph per stream: MLX keys its
+        # compile cache by the default stream), then the sum and the update.
+        self._streams = [mx.new_stream(mx.cpu) for _ in range(self.cpu_streams)]
+        cores = os.cpu_count() or self.cpu_streams
+        self._blas_threads = max(1, cores // self.cpu_streams)
+        # nn.value_and_grad leaves its traced parameters in the model: model.state is an
+        # output of the chunks' graph too (unchanged), or the model would hold tracers.
+        reads = [model.state, mx.random.state]
+        self._count = maybe_compile(global_count)
+        self._chunk_grads = maybe_compile(chunk_grads, inputs=reads, outputs=reads)
+        self._apply = maybe_compile(summed_apply, inputs=self.state, outputs=self.state)
 
     @classmethod
     def for_recipe(
@@ -158,6 +196,7 @@ class TrainStep:
             captions_per_image=cfg.data.captions_per_image,
             world=world,
             compile=cfg.compile,
+            cpu_streams=cfg.cpu_streams,
         )
 
     def _all_sum(self, x: mx.array) -> mx.array:
@@ -165,10 +204,34 @@ class TrainStep:
             return x
         return mx.distributed.all_sum(x, group=self.world.group)
 
+    def _split_step(self, images: mx.array, tokens: mx.array):
+        n = self.cpu_streams
+        if images.shape[0] % n:
+            raise ValueError(f"{images.shape[0]} images do not split over {n} CPU streams")
+        size, k = images.shape[0] // n, self.captions_per_image
+        n_global = self._count(tokens)
+        chunks = []
+        for i, stream in enumerate(self._streams):
+            with mx.stream(stream):
+                rows = slice(i * size * k, (i + 1) * size * k)
+                chunks.append(
+                    self._chunk_grads(images[i * size : (i + 1) * size], tokens[rows], n_global)
+                )
+        return self._apply(chunks, n_global)
+
     def __call__(self, images: mx.array, tokens: mx.array) -> StepOutput:
-        loss, acc, norm, count = self._step(images, tokens)
-        mx.eval(loss, acc, norm, count, self.state)
+        if self.cpu_streams == 1:
+            loss, acc, norm, count = self._step(images, tokens)
+            mx.eval(loss, acc, norm, count, self.state)
+        else:
+            with backend.blas_threads(self._blas_threads):
+                loss, acc, norm, count = self._split_step(images, tokens)
+                mx.eval(loss, acc, norm, count, self.state)
         return StepOutput(loss.item(), acc.item(), norm.item(), int(count.item()))
+
+
+def _add(arrays) -> mx.array:
+    return functools.reduce(mx.add, arrays)
 
 
 def _global_norm(grads) -> mx.array:

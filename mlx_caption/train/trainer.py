@@ -198,6 +198,12 @@ class Trainer:
                 f"{images} images per step do not split over {world.size} processes; "
                 "make batch_size / captions_per_image a multiple of the process count"
             )
+        streams = cfg.cpu_streams
+        if streams < 1 or (images // world.size) % streams:
+            raise UserError(
+                f"cpu_streams must be >= 1 and divide the {images // world.size} images each "
+                f"process takes per step, got {streams}"
+            )
         if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen" and world.is_main:
             # Legitimate as a random-features baseline (and for tests), rarely what one wants.
             self._print("warning: a frozen scratch encoder is random: its features carry little")
@@ -386,6 +392,7 @@ class Trainer:
             f"{self.data.num_train_images} train images, {self.steps_per_epoch} steps/epoch, "
             f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
             + (f" on {self.world.size} processes" if self.world.distributed else "")
+            + (f", {self.step_fn.cpu_streams} CPU streams" if self.step_fn.cpu_streams > 1 else "")
             + (f", at most {cfg.max_minutes:g} min" if cfg.max_minutes is not None else "")
             + f"; out {self.out}"
         )
