@@ -25,8 +25,10 @@ entry also carries its ``scene``. The same seed gives byte-identical JSON and id
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -281,14 +283,38 @@ def _words_commas(text: str) -> list[str]:
     return re.findall(r"[a-z]+|,", text.lower())
 
 
+def _write_images(
+    img_dir: Path, first: int, stop: int, seed: int, size: int, quality: int
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """Draw and save images ``first..stop-1``; return each one's scene and captions."""
+    out = []
+    for i in range(first, stop):
+        # One generator per image: any image can be regenerated alone, in any order.
+        rng = np.random.default_rng([seed, i])
+        scene = random_scene(rng)
+        captions = scene_captions(scene, rng)
+        img = render_scene(scene, size, rng)
+        img.save(img_dir / f"{i:06d}.jpg", format="JPEG", quality=quality, subsampling=0)
+        out.append((scene, captions))
+    return out
+
+
 def write_synthetic_dataset(
-    out_dir: str | Path, images: int = 2000, seed: int = 0, size: int = 64, quality: int = 95
+    out_dir: str | Path,
+    images: int = 2000,
+    seed: int = 0,
+    size: int = 64,
+    quality: int = 95,
+    workers: int | None = None,
 ) -> Path:
     """Write ``images/NNNNNN.jpg`` and ``dataset_synthetic.json`` (Karpathy format) to out_dir.
 
     Each image entry has ``filepath`` ("images"), ``filename``, ``imgid``, ``split``,
     ``sentids``, ``sentences`` (``raw`` and ``tokens``) and ``scene`` (ground truth). Returns
-    the JSON path. Deterministic: same arguments, same bytes.
+    the JSON path. Deterministic: same arguments, same bytes, whatever the number of
+    ``workers`` (threads drawing blocks of images, default one per CPU core: Pillow releases
+    the GIL while it resizes and encodes; 20,000 images took 29 s on one thread and 18 s on
+    two, on 2 cores).
     """
     if images < 1:
         raise UserError(f"--images must be at least 1, got {images}")
@@ -297,17 +323,23 @@ def write_synthetic_dataset(
     out = Path(out_dir)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
+    if workers is None:  # threads pay off from about a thousand images
+        workers = min(os.cpu_count() or 1, max(1, images // 500))
+    workers = max(1, workers)
+    # A few blocks per worker, so one slow block does not leave the others idle.
+    bounds = np.linspace(0, images, 4 * workers + 1 if workers > 1 else 2).astype(int).tolist()
+    blocks = [(img_dir, a, b, seed, size, quality) for a, b in itertools.pairwise(bounds)]
+    if workers == 1:
+        drawn = [_write_images(*block) for block in blocks]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            drawn = list(pool.map(_write_images, *zip(*blocks, strict=True)))
     splits = _splits(images)
     entries = []
     sentid = 0
-    for i in range(images):
-        # One generator per image: any image can be regenerated alone, in any order.
-        rng = np.random.default_rng([seed, i])
-        scene = random_scene(rng)
-        captions = scene_captions(scene, rng)
-        img = render_scene(scene, size, rng)
-        name = f"{i:06d}.jpg"
-        img.save(img_dir / name, format="JPEG", quality=quality, subsampling=0)
+    for i, (scene, captions) in enumerate(item for block in drawn for item in block):
         sentences = []
         for cap in captions:
             sentences.append({"tokens": _words(cap), "raw": cap, "imgid": i, "sentid": sentid})
@@ -315,7 +347,7 @@ def write_synthetic_dataset(
         entries.append(
             {
                 "filepath": "images",
-                "filename": name,
+                "filename": f"{i:06d}.jpg",
                 "imgid": i,
                 "split": splits[i],
                 "sentids": [s["sentid"] for s in sentences],
