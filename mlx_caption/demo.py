@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 # README's demo section):
 # - a conv stem on 16-px patches (4x4 grid): a plain patch projection learned colour, size
 #   and place but confused circle/square and triangle/star; the stem learns shapes in far
-#   fewer steps, for 25% fewer steps per second;
+#   fewer steps;
 # - a decoder 128 wide x 1 layer: 2.6x the steps per second of 256 x 2, no worse per step;
-# - encoder lr 3e-4 (1e-3 learned shapes slower), 12,000 images (with 3,000 the validation
-#   loss rose after 1,800 steps), one caption per image and 32 images a step.
+# - 64 images a step split over 2 CPU streams: on 2 cores about 1.6x the images per second
+#   of 32 images on one stream, with the same scores per image seen (lr 1.4e-3, encoder lr
+#   6e-4); one caption per image;
+# - 20,000 images: after 12 epochs of 9,600 the train / validation loss gap had reached 0.03.
 DEMO_RECIPE: dict[str, Any] = {
     "model": {
         "encoder": "scratch",
@@ -71,14 +73,14 @@ DEMO_RECIPE: dict[str, Any] = {
         "decoder_overrides": {"dropout": 0.0},
     },
     "data": {
-        "synthetic": {"images": 12000, "size": 64, "seed": 0},
+        "synthetic": {"images": 20000, "size": 64, "seed": 0},
         "vocab_size": 512,
         "max_length": 32,
         "captions_per_image": 1,
     },
     "optim": {
-        "lr": 1.0e-3,
-        "encoder_lr": 3.0e-4,
+        "lr": 1.4e-3,
+        "encoder_lr": 6.0e-4,
         "weight_decay": 0.05,
         "warmup_steps": 60,
         "schedule": "cosine",
@@ -93,7 +95,8 @@ DEMO_RECIPE: dict[str, Any] = {
     },
     "checkpoint": {"every_steps": 200, "keep_last": 1},
     "epochs": 1000,  # bounded by max_steps, set from the time budget
-    "batch_size": 32,
+    "batch_size": 64,
+    "cpu_streams": 2,
     "label_smoothing": 0.0,
     "seed": 0,
     "log_every": 10,
@@ -106,9 +109,9 @@ DEMO_RECIPE: dict[str, Any] = {
 BUDGETS = {
     "full": {
         "minutes": 10.0,
-        "train_minutes": 8.0,
-        "after_minutes": 0.7,
-        "images": 12000,
+        "train_minutes": 8.9,
+        "after_minutes": 0.5,
+        "images": 20000,
         "test_images": 500,
     },
     "quick": {
@@ -120,7 +123,7 @@ BUDGETS = {
     },
 }
 MIN_STEPS, MAX_STEPS = 60, 4000
-RATE_MARGIN = 0.9
+RATE_MARGIN = 0.95
 
 
 def demo_config(quick: bool = False, **overrides: Any) -> TrainConfig:
@@ -210,8 +213,9 @@ def run_demo(
     # finds it there); its tokenizer gives the vocabulary size for the timing run.
     data = TrainData.build(cfg, train_dir, init_world())
     data.make_tokenizer()
-    # 10% below the timed rate: checkpoints, logging and a machine whose load changes (2,411
-    # planned steps from a quiet-moment rate ran at 88% of it).
+    # 5% below the timed rate, for checkpoints, logging and a machine whose load changes (on
+    # this shared machine training ran at 88% to 102% of the timed rate); when it runs slower
+    # still, max_minutes ends training on time, in the low-lr tail of the schedule.
     timed = measure_step_rate(cfg, data)
     rate = RATE_MARGIN * timed
     elapsed = (time.perf_counter() - started) / 60

@@ -308,7 +308,7 @@ class Trainer:
             if out_of_time and not done:
                 self._save()
                 return "time_limit", (
-                    f"max_minutes ({cfg.max_minutes:g}) reached at step {st.step} of "
+                    f"max_minutes ({cfg.max_minutes:.3g}) reached at step {st.step} of "
                     f"{st.total_steps}; resume to continue the schedule"
                 )
             if done or end_of_epoch:
@@ -393,7 +393,7 @@ class Trainer:
             f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
             + (f" on {self.world.size} processes" if self.world.distributed else "")
             + (f", {self.step_fn.cpu_streams} CPU streams" if self.step_fn.cpu_streams > 1 else "")
-            + (f", at most {cfg.max_minutes:g} min" if cfg.max_minutes is not None else "")
+            + (f", at most {cfg.max_minutes:.3g} min" if cfg.max_minutes is not None else "")
             + f"; out {self.out}"
         )
 
