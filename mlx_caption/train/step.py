@@ -94,7 +94,7 @@ class TrainStep:
     gradients are computed concurrently on ``n`` CPU streams, each with a ``1/n`` share of
     the BLAS threads, then summed for one update: the same update (up to float rounding). A
     small model leaves most cores idle between matmuls, so this is faster: on 2 cores the
-    demo's step went from 191 to 158 ms at batch 32, 367 to 257 ms at batch 64.
+    demo model trains at 227-254 images/s at batch 64 against 136 on one stream.
     """
 
     def __init__(
