@@ -156,6 +156,12 @@ def _blas_thread_calls():
     return None
 
 
+def blas_thread_count() -> int | None:
+    """Threads the BLAS that :func:`setup` loaded uses now; None when there is none to set."""
+    calls = _blas_thread_calls()
+    return None if calls is None else int(calls[0]())
+
+
 @contextlib.contextmanager
 def blas_threads(n: int):
     """Run the block with the BLAS that :func:`setup` loaded on ``n`` threads.

@@ -25,7 +25,6 @@ ViT and decoder actually run (interleaved, median of repeats) and checks they ag
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from typing import Any
 
@@ -297,60 +296,47 @@ def layer_norm_row(rows: int, width: int = 768, repeats: int = 9) -> dict:
     )
 
 
-def _openblas_threads() -> Callable[[int], None] | None:
-    loaded = backend.status().loaded
-    if not loaded:
-        return None
-    try:
-        fn = ctypes.CDLL(loaded).openblas_set_num_threads
-    except (OSError, AttributeError):
-        return None
-    return lambda n: fn(int(n))
-
-
 def blas_threads_row(vit: nn.Module, batch: int, repeats: int = 3) -> dict:
     """ViT forward: BLAS on all cores, on one, and the batch split over two CPU streams."""
     import os
 
-    set_threads = _openblas_threads()
-    if set_threads is None:
-        return {"experiment": "blas threads", "skipped": "no OpenBLAS loaded by mlx_caption"}
+    if backend.blas_thread_count() is None:
+        return {"experiment": "blas threads", "skipped": "no OpenBLAS/MKL loaded by mlx_caption"}
     cores = os.cpu_count() or 1
     size = vit.config.image_size
     x = mx.random.normal((batch, size, size, 3))
     streams = [mx.new_stream(mx.cpu) for _ in range(2)]
 
+    # Each variant evaluates inside its thread setting (backend.blas_threads restores it).
     def run(threads: int):
         def go():
-            set_threads(threads)
-            return vit(x).last_hidden_state
+            with backend.blas_threads(threads):
+                out = vit(x).last_hidden_state
+                mx.eval(out)
+            return out
 
         return go
 
     def split():
-        set_threads(1)
         half = batch // 2
         outs = []
-        for s, part in zip(streams, (x[:half], x[half:]), strict=True):
-            with mx.stream(s):
-                outs.append(vit(part).last_hidden_state)
-        mx.eval(*outs)
+        with backend.blas_threads(1):
+            for s, part in zip(streams, (x[:half], x[half:]), strict=True):
+                with mx.stream(s):
+                    outs.append(vit(part).last_hidden_state)
+            mx.eval(*outs)
         return mx.concatenate(outs)
 
-    try:
-        row = _compare(
-            "blas threads",
-            f"ViT B={batch}",
-            {
-                f"1 stream, BLAS {cores} threads": run(cores),
-                "1 stream, BLAS 1 thread": run(1),
-                "2 streams, BLAS 1 thread each": split,
-            },
-            repeats,
-        )
-    finally:
-        set_threads(cores)
-    return row
+    return _compare(
+        "blas threads",
+        f"ViT B={batch}",
+        {
+            f"1 stream, BLAS {cores} threads": run(cores),
+            "1 stream, BLAS 1 thread": run(1),
+            "2 streams, BLAS 1 thread each": split,
+        },
+        repeats,
+    )
 
 
 def checkpoint_memory_row(model: Any, batch: int) -> dict:
