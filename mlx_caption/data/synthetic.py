@@ -32,6 +32,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -327,15 +328,10 @@ def write_synthetic_dataset(
         workers = min(os.cpu_count() or 1, max(1, images // 500))
     workers = max(1, workers)
     # A few blocks per worker, so one slow block does not leave the others idle.
-    bounds = np.linspace(0, images, 4 * workers + 1 if workers > 1 else 2).astype(int).tolist()
+    bounds = np.linspace(0, images, 4 * workers + 1).astype(int).tolist()
     blocks = [(img_dir, a, b, seed, size, quality) for a, b in itertools.pairwise(bounds)]
-    if workers == 1:
-        drawn = [_write_images(*block) for block in blocks]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            drawn = list(pool.map(_write_images, *zip(*blocks, strict=True)))
+    with ThreadPoolExecutor(workers) as pool:
+        drawn = list(pool.map(_write_images, *zip(*blocks, strict=True)))
     splits = _splits(images)
     entries = []
     sentid = 0
