@@ -210,6 +210,10 @@ class TrainDataConfig:
 class TrainOptimConfig:
     """AdamW with linear warmup and cosine decay; a separate (lower) lr for encoder weights."""
 
+    # "adamw", or "sgd" (with ``momentum``; weight decay as an L2 term): SGD's update is linear
+    # in the gradient, which is what tests comparing two ways of computing one need.
+    optimizer: str = "adamw"
+    momentum: float = 0.0  # sgd only
     lr: float = 3e-4
     encoder_lr: float | None = None  # None = lr / 10
     weight_decay: float = 0.05

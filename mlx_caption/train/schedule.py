@@ -94,6 +94,21 @@ def group_of(path: str, param: mx.array, decay_all: bool = False) -> str:
     return ("encoder_" if encoder else "") + ("no_decay" if no_decay else "decay")
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def _make_optimizer(cfg: TrainOptimConfig, lr: Schedule, weight_decay: float) -> optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return optim.SGD(learning_rate=lr, momentum=cfg.momentum, weight_decay=weight_decay)
+    return optim.AdamW(
+        learning_rate=lr,
+        betas=list(cfg.betas),
+        eps=cfg.eps,
+        weight_decay=weight_decay,
+        bias_correction=cfg.bias_correction,
+    )
+
+
 def build_optimizer(
     cfg: TrainOptimConfig, total_steps: int
 ) -> tuple[optim.MultiOptimizer, dict[str, Schedule]]:
@@ -101,6 +116,8 @@ def build_optimizer(
 
     Returns the optimizer and the schedule of each group (for logging the current lr).
     """
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optim.optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     encoder_lr = cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr / 10
     schedules: dict[str, Schedule] = {}
     optimizers = []
@@ -109,15 +126,7 @@ def build_optimizer(
         sched = warmup_decay(peak, cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
         schedules[name] = sched
         wd = 0.0 if name.endswith("no_decay") else cfg.weight_decay
-        optimizers.append(
-            optim.AdamW(
-                learning_rate=sched,
-                betas=list(cfg.betas),
-                eps=cfg.eps,
-                weight_decay=wd,
-                bias_correction=cfg.bias_correction,
-            )
-        )
+        optimizers.append(_make_optimizer(cfg, sched, wd))
     decay_all = cfg.decay_all
 
     def predicate(group: str) -> Callable[[str, mx.array], bool]:
