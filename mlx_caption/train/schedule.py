@@ -117,7 +117,9 @@ def build_optimizer(
     Returns the optimizer and the schedule of each group (for logging the current lr).
     """
     if cfg.optimizer not in OPTIMIZERS:
-        raise UserError(f"unknown optim.optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+        raise UserError(
+            f"unknown optim.optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}"
+        )
     encoder_lr = cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr / 10
     schedules: dict[str, Schedule] = {}
     optimizers = []
