@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import mlx_caption  # noqa: F401  (BLAS before mlx.core)
-from mlx_caption.config import PreprocessConfig
 from mlx_caption.data.pipeline import train_stream
-from mlx_caption.data.preprocess import preprocess_paths
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_paths
 from mlx_caption.data.sources import ImageValidator, load_records, validate_records
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.tokenizer import CaptionTokenizer

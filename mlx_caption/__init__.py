@@ -11,9 +11,9 @@ _backend.setup()
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_encoder": "mlx_caption.zoo",
-    "list_models": "mlx_caption.zoo",
-    "load_captioner": "mlx_caption.models.captioner",
+    "load_encoder": "mlx_caption.loading",
+    "list_models": "mlx_caption.loading",
+    "load_captioner": "mlx_caption.loading",
     "caption": "mlx_caption.generate",
 }
 

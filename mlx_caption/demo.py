@@ -27,12 +27,25 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mlx_caption.config import TrainConfig
-
-if TYPE_CHECKING:
-    from mlx_caption.train.data import TrainData
+from mlx_caption.data.sources import load_records
+from mlx_caption.data.synthetic import (
+    DATASET_FILE,
+    blind_baseline_caption,
+    load_scenes,
+    score_objects,
+)
+from mlx_caption.errors import UserError
+from mlx_caption.evaluate import evaluate
+from mlx_caption.files import atomic_dir
+from mlx_caption.generate import DecodingConfig
+from mlx_caption.loading import CHECKPOINT_FILES, load_captioner
+from mlx_caption.metrics import leave_one_out_scores
+from mlx_caption.train.config import TrainConfig, set_dotted
+from mlx_caption.train.data import TrainData
+from mlx_caption.train.distributed import init_world
+from mlx_caption.train.trainer import Trainer, build_parts
 
 # The demo's recipe (configs/synthetic.yaml holds the same, for `mlx-caption train`).
 # Chosen for what the captions get right per minute on 2 CPU cores (measured: see the
@@ -124,11 +137,7 @@ def demo_config(quick: bool = False, **overrides: Any) -> TrainConfig:
     recipe = copy.deepcopy(DEMO_RECIPE)
     recipe["data"]["synthetic"]["images"] = BUDGETS["quick" if quick else "full"]["images"]
     for key, value in overrides.items():
-        node = recipe
-        *path, last = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(recipe, key, value)
     return TrainConfig.from_dict(recipe)
 
 
@@ -140,15 +149,7 @@ def measure_step_rate(cfg: TrainConfig, data: TrainData, steps: int = 24) -> flo
     steps on 2 cores, so a rate measured on synthetic arrays overran the budget. Enough
     steps are timed to drain the pipeline's prefetched batches, which come for free.
     """
-    from mlx_caption.train.schedule import build_optimizer
-    from mlx_caption.train.trainer import TrainStep, build_captioner, set_trainable
-
-    model = build_captioner(cfg, data.tokenizer.vocab_size)
-    set_trainable(model, cfg.model)
-    model.train()
-    data.set_preprocess(model.config.vision.preprocess)
-    optimizer, _ = build_optimizer(cfg.optim, 1000)
-    step = TrainStep.for_recipe(model, optimizer, cfg)
+    step = build_parts(cfg, data, total_steps=1000).step
     batches = data.train_batches(epoch=0, start=0)
     for _ in range(2):  # compile, then one more to settle
         step(*next(batches))  # evaluates the update
@@ -160,13 +161,9 @@ def measure_step_rate(cfg: TrainConfig, data: TrainData, steps: int = 24) -> flo
 
 def _copy_checkpoint(src: Path, dst: Path) -> None:
     """Copy the model files of a training checkpoint to ``dst`` atomically."""
-    tmp = dst.parent / f".tmp-{dst.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
-        shutil.copy2(src / name, tmp / name)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_dir(dst) as tmp:
+        for name in CHECKPOINT_FILES:
+            shutil.copy2(src / name, tmp / name)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -180,21 +177,6 @@ def run_demo(
     log=lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns the summary (also ``OUT/demo.json``)."""
-    from mlx_caption.data.sources import load_records
-    from mlx_caption.data.synthetic import (
-        DATASET_FILE,
-        blind_baseline_caption,
-        load_scenes,
-        score_objects,
-    )
-    from mlx_caption.evaluate import evaluate
-    from mlx_caption.generate import DecodingConfig
-    from mlx_caption.metrics import leave_one_out_scores
-    from mlx_caption.models.captioner import load_captioner
-    from mlx_caption.train.data import TrainData
-    from mlx_caption.train.distributed import init_world
-    from mlx_caption.train.trainer import Trainer
-
     started = time.perf_counter()
     budget = BUDGETS["quick" if quick else "full"]
     out = Path(out_dir)
@@ -222,7 +204,7 @@ def run_demo(
 
     cfg.max_steps = steps
     cfg.eval.every_steps = steps  # one validation pass, at the end
-    trainer = Trainer(cfg, train_dir, progress=progress, log=log)
+    trainer = Trainer.from_recipe(cfg, train_dir, progress=progress, log=log)
     # The hard stop, counted from fit() (the trainer reads it there): whatever the plan,
     # after_minutes are left for captioning and scoring.
     cfg.max_minutes = training_minutes_left()
@@ -230,8 +212,6 @@ def run_demo(
     if result.status == "time_limit":
         log(f"demo: training ran slower than timed: {result.message}")
     elif result.status != "finished":
-        from mlx_caption.errors import UserError
-
         raise UserError(f"training stopped: {result.message}")
     checkpoint = out / "checkpoint"
     _copy_checkpoint(Path(result.checkpoint), checkpoint)

@@ -3,6 +3,8 @@
 A folder that something else may read (a converted model, a checkpoint, the demo's copy) is
 written into a hidden temporary sibling and renamed into place, so a reader sees the old
 folder or the complete new one, never half of either; :func:`atomic_dir` is that pattern.
+Temporary siblings are named ``.tmp-*``: readers skip them, and a crash's leftovers are
+recognisable (:func:`mlx_caption.train.checkpoint.prune` removes them).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mlx_caption.errors import UserError
+
+TMP_PREFIX = ".tmp-"
 
 
 def read_json(path: str | os.PathLike, *, want: type | None = dict) -> Any:
@@ -38,9 +42,12 @@ def read_json(path: str | os.PathLike, *, want: type | None = dict) -> Any:
     return data
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON (a trailing newline, as editors leave it)."""
-    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+def write_json(
+    path: str | os.PathLike, data: Any, default: Callable[[Any], Any] | None = None
+) -> None:
+    """Write ``data`` as indented JSON (a trailing newline, as editors leave it); ``default``
+    turns what JSON does not know into what it does (as in ``json.dumps``)."""
+    Path(path).write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -64,7 +71,8 @@ def replace_dir(new: Path, final: Path) -> None:
     """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside, then removed."""
     old = None
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent)) / "x"
+        old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-", dir=final.parent))
+        old = old / "x"
         os.replace(final, old)
     os.replace(new, final)
     if old is not None:
@@ -80,7 +88,7 @@ def atomic_dir(final: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent))
     try:
         yield tmp
         if fsync:
@@ -96,7 +104,9 @@ def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final`` (same suffix); on success it replaces ``final``."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.tmp-", suffix=final.suffix, dir=final.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f"{TMP_PREFIX}{final.stem}-", suffix=final.suffix, dir=final.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from mlx_caption import tokens
 from mlx_caption.errors import UserError
 
-SPECIAL_TOKENS = ("<pad>", "<start>", "<end>", "<unk>")
+SPECIAL_TOKENS = tokens.SPECIAL_TOKEN_NAMES
 # ByteLevel maps each of the 256 bytes to one visible character; training must keep all of
 # them so any text (emoji, CJK) encodes without <unk>.
 _MIN_BPE_VOCAB = len(SPECIAL_TOKENS) + 256
@@ -48,10 +49,10 @@ def caption_normalizer() -> normalizers.Normalizer:
 class CaptionTokenizer:
     """A ``tokenizers.Tokenizer`` whose special ids are fixed (see module docstring)."""
 
-    PAD = 0
-    START = 1
-    END = 2
-    UNK = 3
+    PAD = tokens.PAD
+    START = tokens.START
+    END = tokens.END
+    UNK = tokens.UNK
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         for i, name in enumerate(SPECIAL_TOKENS):
@@ -168,7 +169,11 @@ class CaptionTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one caption, ``<start>`` ... ``<end>``, no padding."""
-        return [self.START, *self._body([text])[0], self.END]
+        return [self.START, *self.encode_text(text), self.END]
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone (no ``<start>``/``<end>``): a prompt's ids."""
+        return self._body([text])[0]
 
     def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
         """Encode captions to a (N, max_length) int32 array.

@@ -48,13 +48,11 @@ def tiny_checkpoint(
     import mlx.optimizers as optim
     import numpy as np
 
-    from mlx_caption.config import (
-        CaptionerConfig,
-        DecoderConfig,
-        PreprocessConfig,
-        VisionConfig,
-    )
-    from mlx_caption.models.captioner import Captioner, save_captioner
+    from mlx_caption.data.preprocess import PreprocessConfig
+    from mlx_caption.loading import save_captioner
+    from mlx_caption.models.captioner import Captioner, CaptionerConfig
+    from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+    from mlx_caption.models.decoder import DecoderConfig
     from mlx_caption.tokenizer import CaptionTokenizer
 
     if captions is None:
@@ -98,7 +96,7 @@ def tiny_checkpoint(
         tokens = mx.array(tokenizer.encode_batch(image_captions, cfg.decoder.max_length))
 
         def loss_fn(m):
-            logits = m(pixels, tokens[:, :-1])
+            logits = m(m.encode(pixels), tokens[:, :-1])
             target = tokens[:, 1:]
             ce = nn.losses.cross_entropy(logits, target, reduction="none")
             keep = target != tokenizer.PAD

@@ -18,7 +18,7 @@ from mlx_caption.app import heatmap
 from mlx_caption.app.checkpoints import checkpoint_mtime, find_checkpoints, is_checkpoint
 from mlx_caption.app.uploads import UploadError, UploadLimits, load_upload
 from mlx_caption.cli import main
-from mlx_caption.config import PreprocessConfig
+from mlx_caption.data.preprocess import PreprocessConfig
 
 APP_FILE = Path(mlx_caption.__file__).parent / "app" / "streamlit_app.py"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_caption.models.attention import (
+from mlx_caption.models.layers.attention import (
     KVCache,
     MultiHeadAttention,
     causal_mask,

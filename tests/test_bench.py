@@ -146,7 +146,7 @@ def test_data_section_skips_without_script(monkeypatch, tmp_path):
 
 
 def test_fast_softmax_matches_softmax_and_its_gradient():
-    from mlx_caption.models.activations import fast_softmax
+    from mlx_caption.models.layers.activations import fast_softmax
 
     s = mx.random.normal((4, 3, 7, 50), key=mx.random.key(0)) * 6
     s = mx.concatenate([s, mx.full((4, 3, 7, 2), -mx.inf)], axis=-1)  # masked keys
@@ -164,10 +164,11 @@ def test_fast_softmax_matches_softmax_and_its_gradient():
 def test_vit_gradients_with_fast_attention_match_sdpa():
     from mlx.utils import tree_flatten
 
-    from mlx_caption.models import vit as vit_mod
+    from mlx_caption.models.clip import CLIPVisionModel
+    from mlx_caption.models.layers import attention as attention_mod
 
     mx.random.seed(0)
-    model = vit_mod.VisionTransformer(TINY)
+    model = CLIPVisionModel(TINY)
     x = mx.random.normal((2, 64, 64, 3))
 
     def loss(params, attention):
@@ -176,12 +177,12 @@ def test_vit_gradients_with_fast_attention_match_sdpa():
 
     params = model.trainable_parameters()
     fast = dict(tree_flatten(mx.grad(loss)(params, None)))
-    original = vit_mod.softmax
+    original = attention_mod.softmax
     try:  # the reference: MLX's own softmax in the same expression
-        vit_mod.softmax = lambda s: mx.softmax(s, axis=-1, precise=True)
+        attention_mod.softmax = lambda s: mx.softmax(s, axis=-1, precise=True)
         ref = dict(tree_flatten(mx.grad(loss)(params, None)))
     finally:
-        vit_mod.softmax = original
+        attention_mod.softmax = original
     for k, g in ref.items():
         assert mx.allclose(fast[k], g, atol=1e-5, rtol=1e-4).item(), k
 

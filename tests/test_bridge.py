@@ -1,19 +1,21 @@
 """The PT bridge (torch CLIPVisionModel -> mx.array) against the MLX ViT, on tiny random models."""
 
 import builtins
+import sys
 
 import mlx.core as mx  # noqa: I001
 import numpy as np
 import pytest
 
 import mlx_caption  # noqa: F401  (before mlx.core)
-from mlx_caption.config import VisionConfig
 from mlx_caption.errors import UserError
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from mlx_caption import bridge  # noqa: E402
+from mlx_caption.models.clip import reference  # noqa: E402
 
 TOL = 1e-4
 
@@ -57,7 +59,7 @@ def test_from_config_matches_mlx_vit(act):
 
 
 def test_from_mlx_copies_weights():
-    from mlx_caption.models.vit import VisionTransformer
+    from mlx_caption.models.clip import CLIPVisionModel as VisionTransformer
 
     cfg = tiny_config(projection_dim=16)
     mx.random.seed(5)
@@ -72,7 +74,7 @@ def test_from_pretrained_folder(tmp_path):
     from transformers import CLIPVisionModel
 
     cfg = tiny_config()
-    model = CLIPVisionModel(bridge.hf_vision_config(cfg))
+    model = CLIPVisionModel(reference.hf_config(cfg))
     model.save_pretrained(tmp_path / "clip")
     enc = bridge.BridgeEncoder.from_pretrained(str(tmp_path / "clip"), threads=1)
     assert enc.config.image_size == 64 and enc.config.patch_size == 16
@@ -82,7 +84,7 @@ def test_from_pretrained_folder(tmp_path):
 
 
 def test_from_pretrained_missing_folder_is_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot load"):
+    with pytest.raises(UserError, match="not found"):
         bridge.BridgeEncoder.from_pretrained(str(tmp_path / "nothing-here"))
 
 
@@ -95,6 +97,8 @@ def test_missing_torch_is_user_error(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+    # Without torch no family's transformers side was ever imported.
+    monkeypatch.delitem(sys.modules, "mlx_caption.models.clip.reference", raising=False)
     assert not bridge.torch_available()
     with pytest.raises(UserError, match=r"mlx-caption\[torch\]"):
         bridge.BridgeEncoder.from_config(tiny_config())

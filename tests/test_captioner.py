@@ -16,16 +16,13 @@ from mlx.utils import tree_flatten
 from PIL import Image
 
 from mlx_caption.cli import main
-from mlx_caption.config import CaptionerConfig, DecoderConfig, PreprocessConfig, VisionConfig
-from mlx_caption.data.preprocess import preprocess_paths
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_paths
 from mlx_caption.errors import UserError
-from mlx_caption.generate import caption, generate
-from mlx_caption.models.captioner import (
-    Captioner,
-    load_captioner,
-    save_captioner,
-    write_model_files,
-)
+from mlx_caption.generate import DecodingConfig, caption, decode, generate
+from mlx_caption.loading import load_captioner, save_captioner, write_model_files
+from mlx_caption.models.captioner import Captioner, CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.tokenizer import CaptionTokenizer
 
 CAPTIONS = [
@@ -104,15 +101,14 @@ def test_forward_paths_agree(tokenizer, projector):
     pixels = mx.random.normal((2, 32, 32, 3))
     grid = model.encode_features(pixels)
     assert grid.shape == (2, 5, 32)  # class token + 2x2 patches, vision width
-    image_tokens = model.encode_images(pixels)
+    image_tokens = model.encode(pixels)
     assert image_tokens.shape == (2, 5, 24)  # decoder width
     np.testing.assert_allclose(np.array(model.project(grid)), np.array(image_tokens), atol=1e-6)
-    logits = np.array(model(pixels, _tokens()))
+    logits = np.array(model(image_tokens, _tokens()))
     assert logits.shape == (2, 5, tokenizer.vocab_size)
-    np.testing.assert_allclose(np.array(model(None, _tokens(), features=grid)), logits, atol=1e-5)
-    np.testing.assert_allclose(
-        np.array(model(None, _tokens(), image_tokens=image_tokens)), logits, atol=1e-5
-    )
+    np.testing.assert_allclose(np.array(model(model.project(grid), _tokens())), logits, atol=1e-5)
+    direct = model.decoder(_tokens(), image_tokens)
+    np.testing.assert_allclose(np.array(direct), logits, atol=1e-6)
     keys = {k for k, _ in tree_flatten(model.parameters()) if k.startswith("projector.")}
     expected = {"projector.norm.weight", "projector.norm.bias", "projector.fc1.weight"}
     expected |= {"projector.fc1.bias"}
@@ -121,9 +117,16 @@ def test_forward_paths_agree(tokenizer, projector):
     assert keys == expected
 
 
-def test_unknown_projector_refused(tokenizer):
-    with pytest.raises(UserError, match="unknown projector"):
+def test_unknown_projector_refused(tokenizer, tmp_path):
+    # The model raises ValueError; loading a checkpoint that asks for it is the user's error.
+    with pytest.raises(ValueError, match="unknown projector"):
         Captioner(_config(tokenizer.vocab_size, projector="conv"))
+    save_captioner(_model(tokenizer), tokenizer, tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["projector"] = "conv"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="unknown projector"):
+        load_captioner(tmp_path / "ckpt")
 
 
 # ----------------------------------------------------------------------------- freezing
@@ -163,7 +166,7 @@ def test_freeze_and_unfreeze_change_exactly_the_trainable_set(tokenizer):
     projection = {k for k in encoder if k.startswith("encoder.visual_projection.")}
     assert projection and _trainable(model) == everything - projection - key_biases
 
-    with pytest.raises(UserError, match="last_n"):
+    with pytest.raises(ValueError, match="last_n"):
         model.unfreeze_encoder(last_n=4)
 
 
@@ -175,7 +178,7 @@ def test_gradients_reach_only_trainable_parameters(tokenizer):
     tokens = _tokens()
 
     def loss(m):
-        logits = m(pixels, tokens[:, :-1])
+        logits = m(m.encode(pixels), tokens[:, :-1])
         return nn.losses.cross_entropy(logits, tokens[:, 1:], reduction="mean")
 
     _, grads = nn.value_and_grad(model, loss)(model)
@@ -196,7 +199,8 @@ def test_save_load_round_trip_identical_logits(tokenizer, checkpoint):
     assert model.config.to_dict() == original.config.to_dict()
     pixels = mx.random.normal((2, 32, 32, 3))
     np.testing.assert_array_equal(
-        np.array(model(pixels, _tokens())), np.array(original(pixels, _tokens()))
+        np.array(model(model.encode(pixels), _tokens())),
+        np.array(original(original.encode(pixels), _tokens())),
     )
     assert tok.encode(CAPTIONS[0]) == tokenizer.encode(CAPTIONS[0])
     config = json.loads((checkpoint / "config.json").read_text())
@@ -213,7 +217,8 @@ def test_conv_stem_round_trip(tokenizer, tmp_path):
     )
     pixels = mx.random.normal((2, 32, 32, 3))
     np.testing.assert_array_equal(
-        np.array(model(pixels, _tokens())), np.array(original(pixels, _tokens()))
+        np.array(model(model.encode(pixels), _tokens())),
+        np.array(original(original.encode(pixels), _tokens())),
     )
 
 
@@ -325,9 +330,10 @@ def test_hub_id_uses_snapshot_download(checkpoint, monkeypatch):
 def test_generate_from_pixels_features_and_image_tokens(tokenizer, checkpoint):
     model, tok = load_captioner(checkpoint)
     pixels = mx.random.normal((2, 32, 32, 3))
-    a = generate(model, pixels, tok, strategy="beam", num_beams=2)
-    b = generate(model, None, tok, "beam", num_beams=2, features=model.encode_features(pixels))
-    c = generate(model, None, tok, "beam", num_beams=2, image_tokens=model.encode_images(pixels))
+    beam = DecodingConfig(strategy="beam", num_beams=2)
+    a = generate(model, pixels, tok, config=beam)
+    b = decode(model, model.project(model.encode_features(pixels)), tok, beam)
+    c = decode(model, model.encode(pixels), tok, beam)
     assert [x.token_ids for x in a] == [x.token_ids for x in b] == [x.token_ids for x in c]
     assert all(x.text == tok.decode(x.token_ids) for x in a)
 

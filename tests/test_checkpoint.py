@@ -10,14 +10,17 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_caption  # noqa: F401  (conftest already loaded the BLAS; kept for scripts)
-from mlx_caption.config import CaptionerConfig, DecoderConfig, TrainOptimConfig, VisionConfig
 from mlx_caption.errors import UserError
-from mlx_caption.models.captioner import Captioner, load_captioner
+from mlx_caption.loading import load_captioner
+from mlx_caption.models.captioner import Captioner, CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.tokenizer import CaptionTokenizer
 from mlx_caption.train import checkpoint as ck
+from mlx_caption.train.config import TrainOptimConfig
 from mlx_caption.train.logs import MetricsLog
 from mlx_caption.train.schedule import build_optimizer
-from mlx_caption.train.trainer import TrainStep
+from mlx_caption.train.step import TrainStep
 
 
 def tiny_model() -> Captioner:

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from clip_fixtures import make_hf_clip, save_hf_clip, torch_vision_forward
 
-from mlx_caption import convert as conv
+from mlx_caption import bridge
+from mlx_caption import loading as conv
 from mlx_caption.cli import main
 from mlx_caption.errors import UserError
-from mlx_caption.zoo import load_converted
+from mlx_caption.files import sha256_file
+from mlx_caption.loading import load_model as load_converted
+from mlx_caption.models.clip import CLIPVisionModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +56,7 @@ def test_clip_model_pytorch_bin(tmp_path):
         "pytorch_model.bin",
         "preprocessor_config.json",
     }
-    assert record["output"]["model.safetensors"] == conv.sha256_file(out / "model.safetensors")
+    assert record["output"]["model.safetensors"] == sha256_file(out / "model.safetensors")
     assert parity(out, make_hf_clip("clip", seed=3)) < 1e-4
 
 
@@ -97,8 +100,8 @@ def test_idempotent_and_reconvert(tmp_path):
     assert record["source_kind"] == "converted" and record["original_source"] == str(src)
     # sanitize is idempotent on the raw tensors too.
     raw = {k: np.array(v) for k, v in mx.load(str(src / "model.safetensors")).items()}
-    once = conv.sanitize(raw)
-    twice = conv.sanitize(once)
+    once = CLIPVisionModel.sanitize(raw)
+    twice = CLIPVisionModel.sanitize(once)
     assert once.keys() == twice.keys()
     assert all(np.array_equal(once[k], twice[k]) for k in once)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -133,13 +136,35 @@ def test_verify_failure_leaves_nothing(tmp_path, monkeypatch, capsys):
     def broken(ckpt, folder, dtype):
         raise UserError("verification failed: max abs difference 1 against transformers")
 
-    monkeypatch.setattr(conv, "verify_conversion", broken)
+    monkeypatch.setattr(bridge, "verify_conversion", broken)
     code = main(["convert", "--model", str(src), "--out", str(tmp_path / "out"), "--verify"])
     assert code == 2 and "verification failed" in capsys.readouterr().err
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert main(["convert", "--model", str(src), "--out", str(tmp_path / "new"), "--verify"]) == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_verify_compares_with_the_source_checkpoint(tmp_path, capsys):
+    """A key-mapping error (two same-shaped tensors swapped, as a converter bug would leave
+    them) passes a check that rebuilds torch from the converted weights; --verify loads the
+    source checkpoint with transformers instead, and refuses it."""
+    src = save_hf_clip(tmp_path / "src", kind="vision", seed=12)
+    conv.convert(src, tmp_path / "out")
+    path = tmp_path / "out" / "model.safetensors"
+    weights = dict(mx.load(str(path)))
+    a, b = "encoder.layers.0.mlp.fc1.weight", "encoder.layers.1.mlp.fc1.weight"
+    weights[a], weights[b] = weights[b], weights[a]
+    mx.save_safetensors(str(path), weights)
+    again = ["convert", "--model", str(tmp_path / "out"), "--verify"]
+    assert main([*again, "--out", str(tmp_path / "again")]) == 2
+    assert "verification failed" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+    # The same folder before the swap verifies against the same source.
+    conv.convert(src, tmp_path / "out")
+    assert main([*again, "--out", str(tmp_path / "again"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["original_source"] == str(src) and record["verify_max_abs_diff"] < 1e-4
 
 
 def _expect_refusal(capsys, args, *fragments):
@@ -156,7 +181,9 @@ def test_refusals(tmp_path, capsys):
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    _expect_refusal(capsys, ["--model", str(bert), "--out", out], "not a CLIP", "bert")
+    _expect_refusal(
+        capsys, ["--model", str(bert), "--out", out], "unsupported architecture", "bert", "clip"
+    )
 
     empty = tmp_path / "noweights"
     empty.mkdir()

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_caption.config import DecoderConfig
-from mlx_caption.models.activations import gelu_tanh as gelu
-from mlx_caption.models.attention import KVCache
-from mlx_caption.models.decoder import TextDecoder
+from mlx_caption.models.decoder import DecoderConfig, TextDecoder
+from mlx_caption.models.layers.activations import gelu_tanh as gelu
+from mlx_caption.models.layers.attention import KVCache
 
 CFG = DecoderConfig(
     vocab_size=30,

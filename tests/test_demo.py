@@ -51,8 +51,8 @@ def test_demo_quick_beats_image_blind_baseline(tmp_path, capsys):
 def test_synthetic_recipe_is_the_demo_recipe():
     import yaml
 
-    from mlx_caption.config import TrainConfig
     from mlx_caption.demo import DEMO_RECIPE
+    from mlx_caption.train.config import TrainConfig
 
     shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "synthetic.yaml").read_text())
     # The yaml trains for a fixed number of epochs and evaluates on a schedule; the model,

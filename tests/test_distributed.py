@@ -18,7 +18,7 @@ from train_fixtures import recipe
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.errors import UserError
-from mlx_caption.models.captioner import load_captioner
+from mlx_caption.loading import load_captioner
 from mlx_caption.train.distributed import World, shard_rows
 
 REPO = Path(__file__).resolve().parents[1]

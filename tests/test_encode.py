@@ -12,9 +12,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from mlx_caption.cli import main
-from mlx_caption.convert import convert
 from mlx_caption.data.preprocess import preprocess_paths
-from mlx_caption.zoo import load_encoder
+from mlx_caption.loading import convert, load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

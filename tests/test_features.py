@@ -7,12 +7,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_caption.config import PreprocessConfig, VisionConfig
 from mlx_caption.data.features import FeatureCache
-from mlx_caption.data.preprocess import preprocess_paths
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_paths
 from mlx_caption.data.sources import Record, load_records
 from mlx_caption.data.synthetic import write_synthetic_dataset
-from mlx_caption.models.vit import VisionTransformer
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+from mlx_caption.models.clip import CLIPVisionModel as VisionTransformer
 
 CFG = PreprocessConfig(resize_shortest_edge=32, crop_size=32)
 

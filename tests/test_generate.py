@@ -10,19 +10,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_caption.config import DecoderConfig
 from mlx_caption.errors import UserError
-from mlx_caption.generate import (
-    END,
-    START,
-    DecodingConfig,
-    _apply_repetition_penalty,
-    _filter_top_k,
-    _filter_top_p,
-    _ngram_bans,
-    decode,
-)
-from mlx_caption.models.decoder import TextDecoder
+from mlx_caption.generate import DecodingConfig, decode
+from mlx_caption.generate.logits import ngram_bans as _ngram_bans
+from mlx_caption.generate.logits import repetition_penalty as _apply_repetition_penalty
+from mlx_caption.generate.logits import top_k as _filter_top_k
+from mlx_caption.generate.logits import top_p as _filter_top_p
+from mlx_caption.models.decoder import DecoderConfig, TextDecoder
+from mlx_caption.tokens import END, START
 
 
 class StubTokenizer:

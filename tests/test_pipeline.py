@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlx_caption.config import PreprocessConfig
 from mlx_caption.data.pipeline import eval_stream, train_stream
-from mlx_caption.data.preprocess import preprocess_paths
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_paths
 from mlx_caption.data.sources import ImageValidator, Record, load_records
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.errors import UserError

@@ -8,11 +8,15 @@ import pytest
 from clip_fixtures import image_processor, make_hf_clip, torch_vision_forward
 from PIL import Image
 
-from mlx_caption.config import PreprocessConfig
-from mlx_caption.convert import sanitize, vision_config_from_hf
-from mlx_caption.data.preprocess import load_image, preprocess_image, preprocess_paths
+from mlx_caption.data.preprocess import (
+    PreprocessConfig,
+    load_image,
+    preprocess_image,
+    preprocess_paths,
+)
 from mlx_caption.errors import UserError
-from mlx_caption.models.vit import VisionTransformer
+from mlx_caption.models.clip import CLIPVisionConfig, CLIPVisionModel
+from mlx_caption.models.clip import CLIPVisionModel as VisionTransformer
 
 
 def random_image(mode: str, size=(97, 61), seed=0) -> Image.Image:
@@ -134,9 +138,9 @@ def test_image_file_to_encoder_end_to_end(tmp_path):
     """File -> our preprocessing -> MLX ViT equals CLIPImageProcessorPil -> CLIPVisionModel."""
     torch_model = make_hf_clip("vision", seed=2, geometry="B/32")
     state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
-    vcfg = vision_config_from_hf(json.loads(torch_model.config.to_json_string()), None, False)
+    vcfg = CLIPVisionConfig.from_hf(json.loads(torch_model.config.to_json_string()))
     vit = VisionTransformer(vcfg)
-    vit.load_weights([(k, mx.array(v)) for k, v in sanitize(state).items()])
+    vit.load_weights([(k, mx.array(v)) for k, v in CLIPVisionModel.sanitize(state).items()])
     paths = []
     for i, (mode, size) in enumerate([("RGB", (320, 240)), ("RGBA", (200, 260))]):
         paths.append(tmp_path / f"{i}.png")

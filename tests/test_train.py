@@ -17,26 +17,23 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import yaml
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 from train_fixtures import recipe
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.cli import main
 from mlx_caption.commands.train import parse_overrides
-from mlx_caption.config import (
-    CaptionerConfig,
-    DecoderConfig,
-    TrainConfig,
-    TrainModelConfig,
-    TrainOptimConfig,
-    VisionConfig,
-)
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.errors import UserError
-from mlx_caption.models.captioner import Captioner, load_captioner
+from mlx_caption.loading import load_captioner
+from mlx_caption.models.captioner import Captioner, CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.train.checkpoint import list_checkpoints, read_state
+from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimConfig
 from mlx_caption.train.schedule import GROUPS, build_optimizer, group_of, lr_at, warmup_decay
-from mlx_caption.train.trainer import Trainer, TrainStep, caption_loss, set_trainable
+from mlx_caption.train.step import TrainStep, caption_loss
+from mlx_caption.train.trainer import Trainer, set_trainable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -337,16 +334,18 @@ def test_frozen_and_last_n_blocks():
 
 def test_resume_continues_exactly(shapes, tmp_path):
     cfg = TrainConfig.from_dict(recipe(shapes, tmp_path / "cache"))
-    straight = Trainer(cfg, tmp_path / "A", progress=False, log=quiet)
+    straight = Trainer.from_recipe(cfg, tmp_path / "A", progress=False, log=quiet)
     result = straight.fit()
     assert result.status == "finished" and result.step == 18  # 3 epochs x 6 steps
 
-    first = Trainer(cfg, tmp_path / "B", progress=False, log=quiet)
+    first = Trainer.from_recipe(cfg, tmp_path / "B", progress=False, log=quiet)
     stopped = first.fit(stop_at_step=9)  # mid-epoch 1 (batch 3 of 6)
     assert stopped.status == "stopped" and stopped.checkpoint.endswith("ckpt-9")
     state = read_state(tmp_path / "B" / "ckpt-9")
     assert (state.step, state.epoch, state.batch_offset) == (9, 1, 3)
-    resumed = Trainer(cfg, tmp_path / "B", resume=tmp_path / "B", progress=False, log=quiet)
+    resumed = Trainer.from_recipe(
+        cfg, tmp_path / "B", resume=tmp_path / "B", progress=False, log=quiet
+    )
     assert resumed.lr() == pytest.approx(straight.lr_used(9))
     assert resumed.fit().status == "finished"
 
@@ -366,29 +365,35 @@ def test_resume_continues_exactly(shapes, tmp_path):
 def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes(shapes, tmp_path):
     d = recipe(shapes, tmp_path / "cache", epochs=1)
     with pytest.raises(UserError, match="max_minutes must be positive"):
-        Trainer(TrainConfig.from_dict({**d, "max_minutes": 0}), tmp_path / "X", log=quiet)
+        Trainer.from_recipe(
+            TrainConfig.from_dict({**d, "max_minutes": 0}), tmp_path / "X", log=quiet
+        )
     # A limit that has passed by the first check: one step, then a checkpoint and the end.
     cfg = TrainConfig.from_dict({**d, "max_minutes": 1e-9})
-    result = Trainer(cfg, tmp_path / "run", progress=False, log=quiet).fit()
+    result = Trainer.from_recipe(cfg, tmp_path / "run", progress=False, log=quiet).fit()
     assert result.status == "time_limit" and result.step == 1
     assert "max_minutes" in result.message and result.checkpoint.endswith("ckpt-1")
     assert read_state(tmp_path / "run" / "ckpt-1").total_steps == 6  # the schedule kept
     # Resumed without the limit, the run completes its schedule.
     cfg.max_minutes = None
-    resumed = Trainer(cfg, tmp_path / "run", resume=tmp_path / "run", progress=False, log=quiet)
+    resumed = Trainer.from_recipe(
+        cfg, tmp_path / "run", resume=tmp_path / "run", progress=False, log=quiet
+    )
     assert resumed.fit().status == "finished" and resumed.state.step == 6
 
 
 def test_frozen_pretrained_encoder_stays_put_and_is_cached(shapes, tmp_path):
     from clip_fixtures import save_hf_clip
 
-    from mlx_caption.zoo import load_encoder
+    from mlx_caption.loading import load_encoder
 
     clip = save_hf_clip(tmp_path / "clip", kind="vision", geometry="tiny")  # 64 px, patch 16
     d = recipe(shapes, tmp_path / "cache", **{"model.encoder_mode": "frozen", "epochs": 1})
     d["model"]["encoder"] = str(clip)
     del d["model"]["vision"]
-    trainer = Trainer(TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet)
+    trainer = Trainer.from_recipe(
+        TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet
+    )
     pretrained = weights(load_encoder(clip))
     assert trainer.model.config.encoder_name == str(clip)
     assert trainer.fit().status == "finished"
@@ -397,13 +402,33 @@ def test_frozen_pretrained_encoder_stays_put_and_is_cached(shapes, tmp_path):
     assert all(np.array_equal(pretrained[k], after[k]) for k in pretrained)
     assert len(list((tmp_path / "cache").glob("*/manifest.json"))) == 2  # train + val grids
     # A second run finds the grids instead of encoding again (same fingerprint).
-    again = Trainer(TrainConfig.from_dict(d), tmp_path / "run2", progress=False, log=quiet)
+    again = Trainer.from_recipe(
+        TrainConfig.from_dict(d), tmp_path / "run2", progress=False, log=quiet
+    )
     assert again.data.features.path == trainer.data.features.path
 
 
-def test_nan_stops_with_message_and_last_checkpoint_loads(shapes, tmp_path, capsys):
+def poison_before_update(monkeypatch, update: int) -> None:
+    """Make one trainable weight NaN just before optimizer update ``update`` (1-based), as a
+    blow-up would."""
+    real_call = TrainStep.__call__
+    calls = []
+
+    def call(self, images, tokens):
+        calls.append(1)
+        if len(calls) == update:
+            path, value = tree_flatten(self.model.trainable_parameters())[0]
+            nan = mx.full(value.shape, float("nan"), value.dtype)
+            self.model.update(tree_unflatten([(path, nan)]))
+        return real_call(self, images, tokens)
+
+    monkeypatch.setattr(TrainStep, "__call__", call)
+
+
+def test_nan_stops_with_message_and_last_checkpoint_loads(shapes, tmp_path, capsys, monkeypatch):
+    poison_before_update(monkeypatch, 6)
     cfg_path = tmp_path / "nan.yaml"
-    cfg_path.write_text(yaml.safe_dump(recipe(shapes, tmp_path / "cache", nan_at_step=6)))
+    cfg_path.write_text(yaml.safe_dump(recipe(shapes, tmp_path / "cache")))
     out = tmp_path / "run"
     code = main(["train", "--config", str(cfg_path), "--out", str(out), "--no-progress", "--json"])
     assert code == 3
@@ -474,7 +499,7 @@ def test_shipped_recipes_parse(recipe_file):
         model = build_captioner(cfg, vocab_size=512)
         assert 2e6 < model.num_parameters() < 3e6  # the ~2.4M-parameter demo model
     else:
-        from mlx_caption.zoo import ENCODERS
+        from mlx_caption.zoo import ZOO as ENCODERS
 
         assert cfg.model.encoder in ENCODERS
 
@@ -591,7 +616,9 @@ def test_end_to_end_learns_to_look(tmp_path):
         "log_every": 10,
     }
     t0 = time.perf_counter()
-    trainer = Trainer(TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet)
+    trainer = Trainer.from_recipe(
+        TrainConfig.from_dict(d), tmp_path / "run", progress=False, log=quiet
+    )
     result = trainer.fit()
     seconds = time.perf_counter() - t0
     assert result.status == "finished"
@@ -618,7 +645,7 @@ def test_end_to_end_learns_to_look(tmp_path):
 
 def test_scratch_encoder_position_init():
     from mlx_caption.demo import demo_config
-    from mlx_caption.models.vit import sincos_position_embedding
+    from mlx_caption.models.layers import sincos_position_embedding
     from mlx_caption.train.trainer import build_captioner
 
     cfg = demo_config(quick=True)

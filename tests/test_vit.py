@@ -9,9 +9,10 @@ import pytest
 from clip_fixtures import make_hf_clip, torch_vision_forward
 
 import mlx_caption  # noqa: F401  (before mlx.core)
-from mlx_caption.convert import sanitize, vision_config_from_hf
-from mlx_caption.models.activations import fast_gelu, fast_quick_gelu, gelu, quick_gelu
-from mlx_caption.models.vit import VisionOutput, VisionTransformer
+from mlx_caption.models.base import VisionOutput
+from mlx_caption.models.clip import CLIPVisionConfig, CLIPVisionModel
+from mlx_caption.models.clip import CLIPVisionModel as VisionTransformer
+from mlx_caption.models.layers.activations import fast_gelu, fast_quick_gelu, gelu, quick_gelu
 
 TOL = 1e-4
 
@@ -19,9 +20,12 @@ TOL = 1e-4
 def mlx_from_torch(model) -> VisionTransformer:
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     has_proj = "visual_projection.weight" in state
-    cfg = vision_config_from_hf(json.loads(model.config.to_json_string()), None, has_proj)
+    names = {"visual_projection.weight"} if has_proj else set()
+    cfg = CLIPVisionConfig.from_hf(json.loads(model.config.to_json_string()), None, names)
     vit = VisionTransformer(cfg)
-    vit.load_weights([(k, mx.array(v)) for k, v in sanitize(state).items()], strict=True)
+    vit.load_weights(
+        [(k, mx.array(v)) for k, v in CLIPVisionModel.sanitize(state).items()], strict=True
+    )
     vit.eval()
     return vit
 
@@ -154,7 +158,7 @@ def test_fast_gelu_error_bound_and_gradient():
 
 
 def test_sincos_positions_are_smooth_over_the_grid():
-    from mlx_caption.models.vit import sincos_position_embedding
+    from mlx_caption.models.layers import sincos_position_embedding
 
     grid, dim = 4, 16
     table = np.array(sincos_position_embedding(grid, dim))
@@ -172,7 +176,7 @@ def test_sincos_positions_are_smooth_over_the_grid():
 
 
 def test_conv3x3_stride2_matches_conv2d():
-    from mlx_caption.models.vit import Conv3x3Stride2
+    from mlx_caption.models.layers.stems import Conv3x3Stride2
 
     mx.random.seed(0)
     conv = Conv3x3Stride2(5, 7)
@@ -185,7 +189,7 @@ def test_conv3x3_stride2_matches_conv2d():
 
 
 def test_conv3x3_stride2_gradient_matches_autodiff_of_conv2d():
-    from mlx_caption.models.conv import conv3x3_stride2
+    from mlx_caption.models.layers.conv import conv3x3_stride2
 
     mx.random.seed(1)
     for side in (8, 7):  # odd sides go through the zero-padded even path
@@ -204,8 +208,8 @@ def test_conv3x3_stride2_gradient_matches_autodiff_of_conv2d():
 
 
 def test_conv_stem_gives_the_patch_grid():
-    from mlx_caption.config import VisionConfig
-    from mlx_caption.models.vit import ConvStem
+    from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+    from mlx_caption.models.layers import ConvStem
 
     cfg = VisionConfig(
         hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
@@ -230,8 +234,8 @@ def test_conv_stem_gives_the_patch_grid():
 
 
 def test_bad_stem_settings_are_refused():
-    from mlx_caption.config import VisionConfig
-    from mlx_caption.models.vit import ConvStem
+    from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+    from mlx_caption.models.layers import ConvStem
 
     with pytest.raises(ValueError, match="power-of-two"):
         ConvStem(3, 32, 14)

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from clip_fixtures import save_hf_clip
 
-from mlx_caption import convert as conv
-from mlx_caption import zoo
+from mlx_caption import hub, zoo
+from mlx_caption import loading as conv
 from mlx_caption.cli import main
-from mlx_caption.config import CaptionerConfig, VisionConfig
 from mlx_caption.errors import UserError
+from mlx_caption.models.captioner import CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
+from mlx_caption.models.decoder import DECODER_PRESETS
 
 # Parameter counts of transformers' CLIPVisionModelWithProjection for the real checkpoints'
 # configs, so a wrong registry entry shows up here.
@@ -28,26 +30,27 @@ KNOWN_PARAMS = {
 def isolated(tmp_path, monkeypatch):
     """No real weights dir or cache leaks in: everything under tmp_path."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv(zoo.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(conv.WEIGHTS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("name", list(zoo.ENCODERS))
+@pytest.mark.parametrize("name", list(zoo.ZOO))
 def test_registry_entries_are_complete(name):
-    entry = zoo.ENCODERS[name]
-    cfg = entry.config
+    entry = zoo.ZOO[name]
+    cfg = entry.make_config()
+    assert entry.name == name and entry.family == "clip" and entry.kind == "encoder"
     assert "/" in entry.hub_id
     assert cfg.hidden_size % cfg.num_attention_heads == 0
     assert cfg.image_size % cfg.patch_size == 0
     assert cfg.preprocess.crop_size == cfg.image_size
     assert cfg.preprocess.resample == "bicubic"
     assert cfg.hidden_act == ("gelu" if name.startswith("laion") else "quick_gelu")
-    assert zoo.count_parameters(cfg) == KNOWN_PARAMS[name]
+    assert conv.count_parameters(cfg) == KNOWN_PARAMS[name]
     assert VisionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_registry_covers_required_models():
-    hubs = {e.hub_id for e in zoo.ENCODERS.values()}
+    hubs = {e.hub_id for e in zoo.ZOO.values()}
     assert {
         "openai/clip-vit-base-patch32",
         "openai/clip-vit-base-patch16",
@@ -61,8 +64,8 @@ def test_list_and_cli_show_local_conversions(tmp_path, monkeypatch, capsys):
     src = save_hf_clip(tmp_path / "src", kind="vision_proj")
     conv.convert(src, tmp_path / "mine" / "clip-vit-base-patch16")
     conv.convert(src, tmp_path / "weights" / "clip-vit-base-patch32")
-    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "mine"))
-    rows = {r["name"]: r for r in zoo.list_models()}
+    monkeypatch.setenv(conv.WEIGHTS_ENV, str(tmp_path / "mine"))
+    rows = {r["name"]: r for r in conv.list_models()}
     assert rows["clip-vit-base-patch16"]["converted"]
     assert rows["clip-vit-base-patch16"]["path"].endswith("mine/clip-vit-base-patch16")
     assert rows["clip-vit-base-patch32"]["path"] == "weights/clip-vit-base-patch32"
@@ -71,7 +74,7 @@ def test_list_and_cli_show_local_conversions(tmp_path, monkeypatch, capsys):
 
     assert main(["zoo", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["name"] for r in listed] == list(zoo.ENCODERS)
+    assert [r["name"] for r in listed] == list(zoo.ZOO)
     assert main(["zoo"]) == 0
     text = capsys.readouterr().out
     assert "openai/clip-vit-large-patch14-336" in text and "mine/clip-vit-base-patch16" in text
@@ -81,9 +84,9 @@ def test_load_encoder_from_folders(tmp_path):
     src = save_hf_clip(tmp_path / "src", kind="vision_proj", seed=2, geometry="tiny")
     conv.convert(src, tmp_path / "conv")
     x = mx.random.normal((1, 64, 64, 3))
-    a = zoo.load_encoder(tmp_path / "conv")
-    b = zoo.load_encoder(str(tmp_path / "conv"))  # loading twice gives the same model
-    c = zoo.load_encoder(src)  # an unconverted HF folder, converted in memory
+    a = conv.load_encoder(tmp_path / "conv")
+    b = conv.load_encoder(str(tmp_path / "conv"))  # loading twice gives the same model
+    c = conv.load_encoder(src)  # an unconverted HF folder, converted in memory
     assert a.config == b.config == c.config
     outs = [np.array(m(x).last_hidden_state) for m in (a, b, c)]
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
@@ -94,19 +97,19 @@ def test_zoo_name_converts_once_into_cache(tmp_path, monkeypatch):
     src = save_hf_clip(tmp_path / "src", kind="vision_proj", geometry="tiny")
     calls = []
 
-    def fake_download(repo_id):
+    def fake_download(repo_id, allow_patterns):
         calls.append(repo_id)
         return src
 
-    monkeypatch.setattr(conv, "download", fake_download)
-    model = zoo.load_encoder("clip-vit-base-patch32")
+    monkeypatch.setattr(hub, "download", fake_download)
+    model = conv.load_encoder("clip-vit-base-patch32")
     assert calls == ["openai/clip-vit-base-patch32"]
     cached = tmp_path / "hf" / "mlx-caption" / "clip-vit-base-patch32"
     assert conv.is_converted(cached)
-    again = zoo.load_encoder("openai/clip-vit-base-patch32")  # hub id of a zoo entry
+    again = conv.load_encoder("openai/clip-vit-base-patch32")  # hub id of a zoo entry
     assert calls == ["openai/clip-vit-base-patch32"]
     assert again.config == model.config
-    other = zoo.load_encoder("someone/custom-clip")  # any hub id
+    other = conv.load_encoder("someone/custom-clip")  # any hub id
     assert calls[-1] == "someone/custom-clip"
     assert (tmp_path / "hf" / "mlx-caption" / "someone--custom-clip" / "convert.json").is_file()
     assert other.config == model.config
@@ -114,31 +117,29 @@ def test_zoo_name_converts_once_into_cache(tmp_path, monkeypatch):
 
 def test_load_encoder_refusals(tmp_path):
     with pytest.raises(UserError, match="unknown encoder"):
-        zoo.load_encoder("no-such-model")
+        conv.load_encoder("no-such-model")
     src = save_hf_clip(tmp_path / "src", kind="vision", geometry="tiny")
     conv.convert(src, tmp_path / "conv")
     blob = (tmp_path / "conv" / "model.safetensors").read_bytes()
     (tmp_path / "conv" / "model.safetensors").write_bytes(blob[:-8])
     with pytest.raises(UserError, match="truncated"):
-        zoo.load_encoder(tmp_path / "conv")
+        conv.load_encoder(tmp_path / "conv")
 
 
-def test_decoder_presets_and_captioner_config(tmp_path):
-    tiny, small, base = (zoo.DECODER_PRESETS[k] for k in ("tiny", "small", "base"))
+def test_decoder_presets_and_encoder_config(tmp_path):
+    tiny, small, base = (DECODER_PRESETS[k] for k in ("tiny", "small", "base"))
     assert (tiny.hidden_size, tiny.num_layers, tiny.num_heads, tiny.intermediate_size) == (
         256, 3, 4, 1024,
     )  # fmt: skip
     assert (small.hidden_size, small.num_layers, small.num_heads) == (512, 6, 8)
     assert (base.hidden_size, base.num_layers, base.num_heads) == (768, 12, 12)
-    cfg = zoo.captioner_config("clip-vit-base-patch16", "small", vocab_size=5000)
-    assert isinstance(cfg, CaptionerConfig)
-    assert cfg.vision.patch_size == 16 and cfg.decoder.vocab_size == 5000
-    assert cfg.decoder.hidden_size == 512 and cfg.encoder_name == "clip-vit-base-patch16"
-    assert zoo.DECODER_PRESETS["small"].vocab_size != 5000  # the preset is not mutated
-    assert CaptionerConfig.from_dict(cfg.to_dict()) == cfg
+    vision = conv.encoder_config("clip-vit-base-patch16")  # no download: the zoo's table
+    assert (vision.patch_size, vision.projection_dim, vision.num_tokens) == (16, 512, 197)
+    cfg = CaptionerConfig(vision=vision, decoder=small, encoder_name="clip-vit-base-patch16")
+    assert CaptionerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     src = save_hf_clip(tmp_path / "src", kind="vision", geometry="tiny")
     conv.convert(src, tmp_path / "conv")
-    from_folder = zoo.captioner_config(str(tmp_path / "conv"), "tiny", vocab_size=100)
-    assert from_folder.vision.image_size == 64
-    with pytest.raises(UserError, match="decoder size"):
-        zoo.captioner_config("clip-vit-base-patch16", "huge", 100)
+    assert conv.encoder_config(str(tmp_path / "conv")).image_size == 64
+    assert conv.encoder_config(str(src)).image_size == 64  # an unconverted HF folder
+    with pytest.raises(UserError, match="unknown encoder"):
+        conv.encoder_config("no-such-encoder")

@@ -80,7 +80,7 @@ class CaptionResult:
 
 def load_model(path: str | Path) -> LoadedModel:
     """Load a checkpoint folder (or hub id); :class:`UserError` says what is wrong with it."""
-    from mlx_caption.models.captioner import load_captioner
+    from mlx_caption.loading import load_captioner
 
     start = time.perf_counter()
     model, tokenizer = load_captioner(path)

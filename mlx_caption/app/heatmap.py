@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from mlx_caption.config import PreprocessConfig
+from mlx_caption.data.preprocess import PreprocessConfig
 
 
 def patch_grid(weights: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:

@@ -29,7 +29,7 @@ def _steps(decoder: Any, compiled: bool) -> tuple[Any, Any]:
     Compiled like ``generate``'s step (``inputs=decoder.state``); the recompute step's input
     grows by one token per position, so it is traced once per length (during warm-up).
     """
-    from mlx_caption.models.attention import KVCache
+    from mlx_caption.models.layers.attention import KVCache
 
     ban = _end_mask(decoder.config.vocab_size)
 

@@ -16,13 +16,14 @@ import numpy as np
 
 from mlx_caption import backend
 from mlx_caption.bench.timing import measure_interleaved, ratio
-from mlx_caption.config import PreprocessConfig, VisionConfig
+from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.models.clip import CLIPVisionConfig
 
 # The geometry of the usual CLIP encoders (weights random: throughput does not depend on them).
-SHAPES: dict[str, VisionConfig] = {
-    "ViT-B/32": VisionConfig(patch_size=32),
-    "ViT-B/16": VisionConfig(patch_size=16),
-    "ViT-L/14": VisionConfig(
+SHAPES: dict[str, CLIPVisionConfig] = {
+    "ViT-B/32": CLIPVisionConfig(patch_size=32),
+    "ViT-B/16": CLIPVisionConfig(patch_size=16),
+    "ViT-L/14": CLIPVisionConfig(
         hidden_size=1024,
         intermediate_size=4096,
         num_hidden_layers=24,
@@ -32,7 +33,7 @@ SHAPES: dict[str, VisionConfig] = {
 }
 
 # A ViT small enough for the test suite: same code paths, milliseconds per batch.
-TINY = VisionConfig(
+TINY = CLIPVisionConfig(
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
@@ -43,7 +44,7 @@ TINY = VisionConfig(
 )
 
 
-def vit_flops(cfg: VisionConfig, batch: int = 1) -> float:
+def vit_flops(cfg: CLIPVisionConfig, batch: int = 1) -> float:
     """Floating-point operations of one ViT forward (2 per multiply-add, matmuls only).
 
     Patch embedding ``2 N (p^2 C) D``; per block on ``T`` tokens: q/k/v/out projections
@@ -66,7 +67,7 @@ def matmul_fn(n: int = 2048):
 
 
 def build_pair(
-    cfg: VisionConfig, seed: int = 0, dtype: str = "float32", bridge: bool = True
+    cfg: CLIPVisionConfig, seed: int = 0, dtype: str = "float32", bridge: bool = True
 ) -> tuple[Any, Any]:
     """``(mlx_vit, bridge)`` with the same random weights (HF init, converted by ``sanitize``).
 
@@ -79,10 +80,10 @@ def build_pair(
         enc = BridgeEncoder.from_config(cfg, seed=seed)
         vit = enc.to_mlx()
     else:
-        from mlx_caption.models.vit import VisionTransformer
+        from mlx_caption.models.clip import CLIPVisionModel
 
         mx.random.seed(seed)
-        vit, enc = VisionTransformer(cfg), None
+        vit, enc = CLIPVisionModel(cfg), None
         vit.eval()
     if dtype != "float32":
         vit.set_dtype(getattr(mx, dtype))
@@ -104,7 +105,7 @@ def bench_encoder(
     shape: str,
     batches: list[int],
     *,
-    cfg: VisionConfig | None = None,
+    cfg: CLIPVisionConfig | None = None,
     repeats: int = 5,
     warmup: int = 1,
     peak_size: int = 2048,
@@ -160,7 +161,7 @@ def bench_half(
     shape: str,
     batch: int,
     *,
-    cfg: VisionConfig | None = None,
+    cfg: CLIPVisionConfig | None = None,
     repeats: int = 3,
     dtype: str = "float16",
 ) -> dict[str, Any]:

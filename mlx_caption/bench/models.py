@@ -7,7 +7,9 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_caption.config import CaptionerConfig, DecoderConfig, VisionConfig
+from mlx_caption.models.captioner import CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 
 # Same shapes as zoo.DECODER_PRESETS (kept here so the benchmark does not depend on the zoo).
 DECODERS: dict[str, DecoderConfig] = {
@@ -29,7 +31,7 @@ def decoder_config(name_or_cfg: str | DecoderConfig, vocab_size: int = 8192) -> 
 
 
 def build_captioner(
-    vision: VisionConfig,
+    vision: CLIPVisionConfig,
     decoder: str | DecoderConfig = "small",
     *,
     vocab_size: int = 8192,

@@ -13,7 +13,7 @@ ViT and decoder actually run (interleaved, median of repeats) and checks they ag
 - ``patch embedding``: ``mx.conv2d`` against the library's reshape + matmul;
 - ``conv stem gradient``: one 3x3 stride-2 stem layer's forward + backward (input and
   kernel), through autodiff of ``mx.conv2d``, autodiff of the im2col form (nine strided
-  views, one matmul), and ``models.conv.conv3x3_stride2`` (hand-written col2im);
+  views, one matmul), and ``models.layers.conv.conv3x3_stride2`` (hand-written col2im);
 - ``layer norm``: ``mx.fast.layer_norm`` against a compiled hand-written one (no gain: kept);
 - ``blas threads``: the ViT forward with OpenBLAS on 1 thread against all cores, and the
   batch split over two CPU streams with one BLAS thread each;
@@ -33,7 +33,7 @@ import mlx.nn as nn
 
 from mlx_caption import backend
 from mlx_caption.bench.timing import measure_interleaved, ratio
-from mlx_caption.config import VisionConfig
+from mlx_caption.models.clip import CLIPVisionConfig
 
 
 def _compare(
@@ -61,7 +61,7 @@ def _compare(
 
 def softmax_rows(batch: int, tokens: int, heads: int = 12, repeats: int = 9) -> list[dict]:
     """Softmax and the attention core on ``(batch, heads, tokens, tokens)`` scores."""
-    from mlx_caption.models.activations import fast_softmax
+    from mlx_caption.models.layers.activations import fast_softmax
 
     shape = f"B={batch} H={heads} T={tokens} hd=64"
     q, k, v = (mx.random.normal((batch, heads, tokens, 64)) for _ in range(3))
@@ -92,7 +92,7 @@ def softmax_rows(batch: int, tokens: int, heads: int = 12, repeats: int = 9) -> 
 
 
 def activation_row(rows: int, width: int = 3072, repeats: int = 9) -> dict:
-    from mlx_caption.models.activations import fast_quick_gelu
+    from mlx_caption.models.layers.activations import fast_quick_gelu
 
     h = mx.random.normal((rows, width)) * 3
     mx.eval(h)
@@ -166,7 +166,7 @@ def quick_gelu_vjp_row(rows: int, width: int = 3072, repeats: int = 5) -> dict:
     form the library used before (``_fast_quick_gelu_impl``)."""
     import math
 
-    from mlx_caption.models.activations import _fast_quick_gelu_impl, fast_quick_gelu
+    from mlx_caption.models.layers.activations import _fast_quick_gelu_impl, fast_quick_gelu
 
     c = [1.0 / math.factorial(k) for k in range(5)]
 
@@ -223,8 +223,8 @@ def quick_gelu_vjp_row(rows: int, width: int = 3072, repeats: int = 5) -> dict:
     )
 
 
-def patch_row(batch: int, cfg: VisionConfig, repeats: int = 5) -> dict:
-    from mlx_caption.models.vit import PatchEmbedding
+def patch_row(batch: int, cfg: CLIPVisionConfig, repeats: int = 5) -> dict:
+    from mlx_caption.models.layers.stems import PatchEmbedding
 
     pe = PatchEmbedding(3, cfg.hidden_size, cfg.patch_size)
     x = mx.random.normal((batch, cfg.image_size, cfg.image_size, 3))
@@ -246,7 +246,7 @@ def patch_row(batch: int, cfg: VisionConfig, repeats: int = 5) -> dict:
 
 def conv_grad_row(batch: int, side: int, channels: int, repeats: int = 5) -> dict:
     """Forward + backward of a stem layer, ``channels`` -> ``2 * channels`` at ``side`` px."""
-    from mlx_caption.models.conv import _im2col, conv3x3_stride2
+    from mlx_caption.models.layers.conv import _im2col, conv3x3_stride2
 
     x = mx.random.normal((batch, side, side, channels))
     w = mx.random.normal((2 * channels, 3, 3, channels)) * 0.1

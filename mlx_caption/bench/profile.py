@@ -29,6 +29,7 @@ import numpy as np
 
 from mlx_caption.bench.models import IdsTokenizer
 from mlx_caption.bench.timing import measure
+from mlx_caption.models.layers import scaled_dot_product_attention
 
 # Display order of the stages.
 STAGES = (
@@ -71,10 +72,10 @@ def _timed(acc: dict[str, float], name: str, fn, *args):
 
 
 def _layer_stages(acc: dict[str, float], layer: Any, x: mx.array) -> mx.array:
-    """One encoder block, op group by op group (mirrors ``vit.EncoderLayer``)."""
+    """One encoder block, op group by op group (mirrors ``clip.vision.EncoderLayer``)."""
     attn, mlp = layer.self_attn, layer.mlp
     b, t, d = x.shape
-    h = attn.heads
+    h = attn.num_heads
 
     def split(y: mx.array) -> mx.array:
         return y.reshape(b, t, h, d // h).transpose(0, 2, 1, 3)
@@ -83,7 +84,7 @@ def _layer_stages(acc: dict[str, float], layer: Any, x: mx.array) -> mx.array:
         return [split(attn.q_proj(y)), split(attn.k_proj(y)), split(attn.v_proj(y))]
 
     def core(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
-        return mx.fast.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        return scaled_dot_product_attention(q, k, v, attn.scale)
 
     def out(o: mx.array) -> mx.array:
         return attn.out_proj(o.transpose(0, 2, 1, 3).reshape(b, t, d))
@@ -118,7 +119,7 @@ def _repeat_kv(kv: list, repeats: int) -> list:
 
 def _compiled_step(decoder: Any):
     """One cached decoding position as a compiled pure function, like ``generate``'s step."""
-    from mlx_caption.models.attention import KVCache
+    from mlx_caption.models.layers.attention import KVCache
 
     def step(tokens, offset, cache_state, cross_kv):
         caches = [KVCache(k, v, offset) for k, v in cache_state]
@@ -156,7 +157,7 @@ def profile_stages(
 
     pixels_np = preprocess()
     pixels = mx.array(pixels_np)
-    image_tokens = model.encode_images(pixels)
+    image_tokens = model.encode(pixels)
     mx.eval(image_tokens)
     step = _compiled_step(decoder)
     cache = [c.state for c in decoder.make_cache(rows, length)]
@@ -187,7 +188,7 @@ def profile_stages(
         start = time.perf_counter()
         decode(decoder, image_tokens, tok, dec_cfg)
         decode_s = time.perf_counter() - start
-        encode_s = measure(lambda: model.encode_images(pixels), warmup=0, repeats=1).median
+        encode_s = measure(lambda: model.encode(pixels), warmup=0, repeats=1).median
         # generate's beam search beyond the decoder itself: candidate selection, the host's
         # bookkeeping (numpy, one sync per token) and cache reordering.
         stages["beam search overhead"] = max(
@@ -235,7 +236,7 @@ def capture_metal_trace(model: Any, out_dir: Path, batch: int = 4, length: int =
     generate(model, pixels, IdsTokenizer(), **options)  # warm-up outside the trace
     mx.metal.start_capture(str(path))
     try:
-        mx.eval(model.encode_images(pixels))
+        mx.eval(model.encode(pixels))
         generate(model, pixels, IdsTokenizer(), **options)
     finally:
         mx.metal.stop_capture()

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_caption.config import DecoderConfig, VisionConfig
+from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 
 SECTIONS = ("encoder", "e2e", "decode", "train", "data")
 
@@ -32,14 +33,14 @@ class SuiteConfig:
     encoder: dict[str, list[int]] = field(
         default_factory=lambda: {"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8, 32]}
     )
-    encoder_configs: dict[str, VisionConfig] = field(default_factory=dict)  # overrides SHAPES
+    encoder_configs: dict[str, CLIPVisionConfig] = field(default_factory=dict)  # overrides SHAPES
     headline: tuple[str, int] = ("ViT-B/32", 32)
     repeats: int = 5
     encoder_repeats: dict[str, int] = field(default_factory=dict)  # per shape, else repeats
     warmup: int = 1
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / profile
-    vision: str | VisionConfig = "ViT-B/32"
+    vision: str | CLIPVisionConfig = "ViT-B/32"
     decoder: str | DecoderConfig = "tiny"  # the training default (TrainConfig.decoder)
     vocab_size: int = 8192
     e2e_batch: int = 8
@@ -149,7 +150,7 @@ def run_suite(
         "run": cfg.name,
         "bridge": bridge,
         "config": {
-            k: (str(v) if isinstance(v, (VisionConfig, DecoderConfig)) else v)
+            k: (str(v) if isinstance(v, (CLIPVisionConfig, DecoderConfig)) else v)
             for k, v in dataclasses.asdict(cfg).items()
             if k != "encoder_configs"
         },
@@ -191,7 +192,9 @@ def run_suite(
     if needs_model:
         from mlx_caption.bench.models import build_captioner
 
-        vision = cfg.vision if isinstance(cfg.vision, VisionConfig) else enc_mod.SHAPES[cfg.vision]
+        vision = (
+            cfg.vision if isinstance(cfg.vision, CLIPVisionConfig) else enc_mod.SHAPES[cfg.vision]
+        )
         log("building the captioner (MLX) and its bridge twin")
         model, bridge_model = build_captioner(
             vision, cfg.decoder, vocab_size=cfg.vocab_size, bridge=bridge

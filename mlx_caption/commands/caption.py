@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
     from mlx_caption.errors import UserError
     from mlx_caption.generate import caption
-    from mlx_caption.models.captioner import load_captioner
+    from mlx_caption.loading import load_captioner
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")

@@ -1,10 +1,11 @@
-"""`mlx-caption convert`: a Hugging Face CLIP checkpoint into an MLX encoder folder."""
+"""`mlx-caption convert`: a Hugging Face checkpoint into an MLX folder (the CLI over
+:func:`mlx_caption.loading.convert`)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Convert a CLIP checkpoint (hub id or folder) to an MLX encoder folder (safetensors)."
+HELP = "Convert a Hugging Face checkpoint (hub id or folder) to an MLX folder (safetensors)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,16 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="compare with transformers on a random input (needs torch); fail above tolerance",
+        help="compare with the source checkpoint as transformers loads it, on a random input "
+        "(needs torch); fail above tolerance and keep nothing",
     )
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
-    from mlx_caption.convert import convert
+    from mlx_caption.loading import convert
 
-    record = convert(args.model, args.out, dtype=args.dtype, verify=args.verify)
+    check = None
+    if args.verify:
+        from mlx_caption.bridge import verify_conversion
+
+        check = verify_conversion
+    record = convert(args.model, args.out, dtype=args.dtype, check=check)
     if args.json:
         print_json({"out": str(args.out), **record})
         return 0

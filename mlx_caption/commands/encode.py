@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
     from mlx_caption.data.preprocess import load_image, preprocess_image
     from mlx_caption.errors import UserError
-    from mlx_caption.zoo import load_encoder
+    from mlx_caption.loading import load_encoder
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from mlx_caption.errors import UserError
     from mlx_caption.evaluate import evaluate
     from mlx_caption.generate import DecodingConfig
-    from mlx_caption.models.captioner import load_captioner
+    from mlx_caption.loading import load_captioner
 
     fmt = args.format or guess_format(args.data)
     records = [

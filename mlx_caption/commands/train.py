@@ -67,6 +67,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml
 
     from mlx_caption.errors import UserError
+    from mlx_caption.train.config import set_dotted
 
     out: dict[str, Any] = {}
     for item in items:
@@ -77,13 +78,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise UserError(f"--set {key}: cannot parse {raw!r}: {err}") from err
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {key}: {part!r} is not a section")
-        node[parts[-1]] = value
+        set_dotted(out, key.strip(), value)
     return out
 
 
@@ -118,9 +113,9 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
-    from mlx_caption.config import TrainConfig
     from mlx_caption.errors import UserError
     from mlx_caption.train.checkpoint import list_checkpoints, read_state, resolve_checkpoint
+    from mlx_caption.train.config import TrainConfig
     from mlx_caption.train.trainer import Trainer
 
     overrides = parse_overrides(args.set)
@@ -142,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                 "or pick another --out"
             )
     cfg = TrainConfig.from_dict(merge(base, overrides))
-    trainer = Trainer(
+    trainer = Trainer.from_recipe(
         cfg,
         out,
         resume=resume,

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlx_caption.commands import print_json
-    from mlx_caption.zoo import DECODER_PRESETS, list_models
+    from mlx_caption.loading import list_models
+    from mlx_caption.models.decoder import DECODER_PRESETS
 
     rows = list_models()
     if args.json:

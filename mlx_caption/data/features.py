@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mlx_caption.config import PreprocessConfig
+from mlx_caption.data.preprocess import PreprocessConfig
 from mlx_caption.data.sources import ImageValidator, Record
 from mlx_caption.errors import UserError
 

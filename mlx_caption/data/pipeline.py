@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mlx_caption.config import PreprocessConfig
+from mlx_caption.data.preprocess import PreprocessConfig
 from mlx_caption.data.sources import ImageValidator, Record, Verdict, validate_records
 from mlx_caption.errors import UserError
 from mlx_caption.tokenizer import CaptionTokenizer

@@ -12,17 +12,77 @@ instead of being clipped at 255.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mlx_caption.config import PreprocessConfig
 from mlx_caption.errors import UserError
+
+# OpenAI CLIP's normalisation: the default, as most checkpoints here use it.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class PreprocessConfig:
+    """How an image becomes an encoder's input (a checkpoint's image-processor settings)."""
+
+    resize_shortest_edge: int = 224
+    crop_size: int = 224
+    resample: str = "bicubic"  # "bicubic" | "bilinear" | "nearest" | "lanczos"
+    do_center_crop: bool = True
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in names})
+        cfg.image_mean = tuple(cfg.image_mean)
+        cfg.image_std = tuple(cfg.image_std)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_mean"] = list(self.image_mean)
+        d["image_std"] = list(self.image_std)
+        return d
+
+
+# PIL's filter numbers, as Hugging Face's preprocessor_config.json stores them.
+_HF_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+def preprocess_config_from_hf(pre: dict, defaults: PreprocessConfig) -> PreprocessConfig:
+    """A :class:`PreprocessConfig` from ``preprocessor_config.json``; what the file leaves out
+    comes from ``defaults`` (the family's processor)."""
+    size = pre.get("size", defaults.resize_shortest_edge)
+    if isinstance(size, dict):
+        size = size.get("shortest_edge") or size.get("height") or defaults.resize_shortest_edge
+    crop = pre.get("crop_size", size)
+    if isinstance(crop, dict):
+        crop = crop.get("height") or crop.get("shortest_edge") or size
+    resample = pre.get("resample", 3)
+    if resample not in _HF_RESAMPLE:
+        raise UserError(f"unsupported resample filter {resample!r} in preprocessor_config.json")
+    return PreprocessConfig(
+        resize_shortest_edge=int(size),
+        crop_size=int(crop),
+        resample=_HF_RESAMPLE[resample],
+        do_center_crop=bool(pre.get("do_center_crop", defaults.do_center_crop)),
+        rescale_factor=float(pre.get("rescale_factor", defaults.rescale_factor)),
+        image_mean=tuple(float(v) for v in pre.get("image_mean", defaults.image_mean)),
+        image_std=tuple(float(v) for v in pre.get("image_std", defaults.image_std)),
+    )
+
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

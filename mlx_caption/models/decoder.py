@@ -9,30 +9,53 @@ per image and generation passes them to every step.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.config import DecoderConfig
-from mlx_caption.models.activations import gelu_tanh
-from mlx_caption.models.attention import (
+from mlx_caption.models.layers import (
+    MLP,
     KVCache,
     MultiHeadAttention,
     causal_mask,
     combine_masks,
     key_padding_mask,
 )
+from mlx_caption.tokens import CAPTION_TOKENS, SpecialTokens
 
 
-class MLP(nn.Module):
-    """fc1 -> GELU -> fc2."""
+@dataclass
+class DecoderConfig:
+    """The hand-written transformer text decoder."""
 
-    def __init__(self, dims: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dims, hidden)
-        self.fc2 = nn.Linear(hidden, dims)
+    vocab_size: int = 8192
+    hidden_size: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    intermediate_size: int = 2048
+    max_length: int = 40  # learned positions; captions are padded/truncated to this
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
 
-    def __call__(self, x: mx.array) -> mx.array:
-        return self.fc2(gelu_tanh(self.fc1(x)))
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecoderConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Named decoder sizes for recipes (``model.decoder: small``).
+DECODER_PRESETS: dict[str, DecoderConfig] = {
+    "tiny": DecoderConfig(hidden_size=256, num_layers=3, num_heads=4, intermediate_size=1024),
+    "small": DecoderConfig(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048),
+    "base": DecoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+}
 
 
 class DecoderBlock(nn.Module):
@@ -46,7 +69,7 @@ class DecoderBlock(nn.Module):
         self.cross_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.cross_attn = MultiHeadAttention(d, cfg.num_heads, kv_dims=kv_dims)
         self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(d, cfg.intermediate_size)
+        self.mlp = MLP(d, cfg.intermediate_size, "gelu_tanh")
         self.dropout = nn.Dropout(cfg.dropout)
 
     def __call__(
@@ -99,6 +122,8 @@ class TextDecoder(nn.Module):
         else:
             self.lm_head = nn.Linear(d, cfg.vocab_size)
 
+    special_tokens: SpecialTokens = CAPTION_TOKENS
+
     @property
     def num_heads(self) -> int:
         return self.config.num_heads
@@ -119,6 +144,46 @@ class TextDecoder(nn.Module):
         return [
             KVCache.empty(batch, self.num_heads, length, self.head_dim, dtype) for _ in self.layers
         ]
+
+    # ----------------------------------------------------------------- generation protocol
+    # What mlx_caption.generate needs, given image tokens already at the decoder's width.
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def max_positions(self) -> int:
+        """Most tokens a caption (with its start token) may have."""
+        return self.config.max_length
+
+    @property
+    def default_max_length(self) -> int:
+        """Generated tokens by default: as many as the training captions had."""
+        return self.config.max_length - 1
+
+    def decoding_memory(self, image_tokens: mx.array) -> list[tuple[mx.array, mx.array]]:
+        """What every decoding step reads of the image: :meth:`cross_kv`, once per image."""
+        return self.cross_kv(image_tokens)
+
+    def decode_step(
+        self,
+        tokens: mx.array,
+        memory: list[tuple[mx.array, mx.array]],
+        cache: list[KVCache],
+        offset: int | mx.array,
+        return_attention: bool = False,
+    ) -> tuple[mx.array, mx.array | None]:
+        """Logits ``(B, L, vocab)`` of ``tokens`` written at ``offset`` into ``cache``; with
+        ``return_attention`` also their cross-attention ``(B, L, T_image)`` averaged over
+        layers and heads."""
+        out = self(
+            tokens, cross_kv=memory, caches=cache, offset=offset, return_attention=return_attention
+        )
+        if not return_attention:
+            return out, None
+        logits, maps = out
+        return logits, mx.mean(mx.stack(maps), axis=(0, 2))
 
     def logits(self, hidden: mx.array) -> mx.array:
         """Vocabulary logits of final hidden states."""

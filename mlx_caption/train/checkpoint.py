@@ -16,7 +16,6 @@ Nothing is pickled: arrays are safetensors, everything else is JSON.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -32,10 +31,13 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_caption.errors import UserError
+from mlx_caption.files import TMP_PREFIX, atomic_dir, read_json, write_json
+from mlx_caption.loading import write_model_files
 
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 BEST = "best"
+BEST_FILE = "best.json"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 ModelWriter = Callable[[nn.Module, Any, Path], None]
@@ -126,12 +128,6 @@ def all_finite(tree: Any) -> bool:
     return bool(mx.all(mx.stack(checks)).item())
 
 
-def _default_writer(model: nn.Module, tokenizer: Any, path: Path) -> None:
-    from mlx_caption.models.captioner import write_model_files
-
-    write_model_files(model, tokenizer, path)
-
-
 def save_checkpoint(
     run_dir: str | Path,
     model: nn.Module,
@@ -151,16 +147,11 @@ def save_checkpoint(
     if not all_finite(model.parameters()):
         raise NonFiniteWeights(f"refusing to save step {state.step}: the model has NaN/inf weights")
     final = run_dir / f"ckpt-{state.step}"
-    tmp = run_dir / f".tmp-ckpt-{state.step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (write_model or _default_writer)(model, tokenizer, tmp)
-    opt = dict(tree_flatten(optimizer.state))
-    mx.save_safetensors(str(tmp / OPTIMIZER_FILE), opt, metadata={"format": "mlx"})
-    _write_json(tmp / STATE_FILE, state.to_dict())
-    _fsync_dir(tmp)
-    _replace_dir(tmp, final)
+    with atomic_dir(final, fsync=True) as tmp:
+        (write_model or write_model_files)(model, tokenizer, tmp)
+        opt = dict(tree_flatten(optimizer.state))
+        mx.save_safetensors(str(tmp / OPTIMIZER_FILE), opt, metadata={"format": "mlx"})
+        write_json(tmp / STATE_FILE, state.to_dict(), default=_json_default)
     if keep_last is not None:
         prune(run_dir, keep_last)
     return final
@@ -169,12 +160,10 @@ def save_checkpoint(
 def mark_best(run_dir: str | Path, ckpt: str | Path, metric: str, value: float) -> Path:
     """Make ``<run_dir>/best`` a copy (hard links) of ``ckpt`` and record why in best.json."""
     run_dir, ckpt = Path(run_dir), Path(ckpt)
-    tmp = run_dir / f".tmp-best-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(ckpt, tmp, copy_function=_link_or_copy)
-    _write_json(tmp / "best.json", {"metric": metric, "value": value, "source": ckpt.name})
-    _replace_dir(tmp, run_dir / BEST)
+    with atomic_dir(run_dir / BEST) as tmp:
+        for src in ckpt.iterdir():
+            _link_or_copy(src, tmp / src.name)
+        write_json(tmp / BEST_FILE, {"metric": metric, "value": value, "source": ckpt.name})
     return run_dir / BEST
 
 
@@ -184,10 +173,10 @@ def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
     doomed = ckpts[: max(0, len(ckpts) - max(1, keep_last))]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
-    # Leftovers of a crash in the middle of a save are never resumed from: clean them up.
-    for tmp in Path(run_dir).glob(".tmp-*"):
-        if not tmp.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(tmp, ignore_errors=True)
+    # Leftovers of a crash in the middle of a save are never resumed from: clean them up
+    # (only rank 0 writes, and never while pruning, so none of them is being written now).
+    for tmp in Path(run_dir).glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
     return doomed
 
 
@@ -223,8 +212,8 @@ def read_state(ckpt: str | Path) -> TrainState:
     """The state.json of a checkpoint folder."""
     path = Path(ckpt) / STATE_FILE
     try:
-        return TrainState.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError) as err:
+        return TrainState.from_dict(read_json(path))
+    except (ValueError, KeyError) as err:
         raise UserError(f"cannot read training state {path}: {err}") from err
 
 
@@ -260,13 +249,6 @@ def restore_optimizer(optimizer: Any, ckpt: str | Path, parameters: dict[str, An
 # ----------------------------------------------------------------------------- helpers
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.generic,)):
         return obj.item()
@@ -279,30 +261,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _fsync_dir(path: Path) -> None:
-    # Flush file data before the rename makes the folder visible (crash consistency).
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _link_or_copy(src: str, dst: str) -> str:
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # Hard links are safe: checkpoint files are never modified in place.
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-    return dst

@@ -20,9 +20,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_caption.config import PreprocessConfig, TrainConfig
+from mlx_caption.data.preprocess import PreprocessConfig
 from mlx_caption.data.sources import Record, load_records, validate_records
 from mlx_caption.errors import UserError
+from mlx_caption.models.base import eval_mode
+from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World, barrier, shard_rows
 
 
@@ -37,10 +39,12 @@ class TrainData:
         val: list[Record],
         val_scenes: dict[str, Any] | None,
         cache_dir: Path,
+        skipped: dict[str, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.world = world
         self.train = train
+        self.skipped = skipped or {"missing": 0, "corrupt": 0}  # training images left out
         self.val = val
         self.val_scenes = val_scenes
         self.cache_dir = cache_dir
@@ -75,13 +79,18 @@ class TrainData:
         if not train:
             splits = sorted({r.split for r in records})
             raise UserError(f"no {d.train_split!r} records in the data (splits: {splits})")
+        checked = validate_records(train)
+        train = [train[i] for i in checked.ok]
+        skipped = {"missing": len(checked.missing), "corrupt": len(checked.corrupt)}
+        if not train:
+            raise UserError(f"no usable {d.train_split!r} images: {skipped}")
         if val:
             report = validate_records(val)
             val = [val[i] for i in report.ok][: cfg.eval.val_images]
         if scenes is not None:
             scenes = {str(r.id): scenes[str(r.id)] for r in val if str(r.id) in scenes}
         cache = Path(d.feature_cache).expanduser() if d.feature_cache else default_feature_cache()
-        return cls(cfg, world, train, val, scenes, cache)
+        return cls(cfg, world, train, val, scenes, cache, skipped)
 
     def make_tokenizer(self):
         """The recipe's tokenizer, or a BPE trained on the training captions."""
@@ -107,7 +116,16 @@ class TrainData:
 
     @property
     def num_train_images(self) -> int:
+        """Usable training images (unreadable ones are in :attr:`skipped`)."""
         return len(self.train)
+
+    def describe_train_images(self) -> str:
+        """``"700 train images"``, with what was skipped and why when anything was."""
+        text = f"{self.num_train_images} train images"
+        reasons = [f"{n} {why}" for why, n in self.skipped.items() if n]
+        if reasons:
+            text += f" ({sum(self.skipped.values())} skipped: {', '.join(reasons)})"
+        return text
 
     @property
     def num_val_images(self) -> int:
@@ -198,10 +216,8 @@ class TrainData:
         from mlx_caption.data.features import FeatureCache
 
         cache = FeatureCache(self.cache_dir)
-        was_training = model.training
-        model.eval()
         store = None
-        try:
+        with eval_mode(model):
             for turn in (True, False):
                 if self.world.is_main == turn:
                     store = cache.get_or_build(
@@ -213,9 +229,6 @@ class TrainData:
                         progress=progress and self.world.is_main,
                     )
                 barrier(self.world)
-        finally:
-            if was_training:
-                model.train()
         return store
 
 

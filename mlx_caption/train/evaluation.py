@@ -7,6 +7,10 @@ from collections.abc import Iterable
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_caption.data.synthetic import score_objects
+from mlx_caption.generate import DecodingConfig, decode
+from mlx_caption.metrics import score_captions
+from mlx_caption.models.base import eval_mode
 from mlx_caption.train.step import caption_loss, image_tokens
 
 
@@ -32,20 +36,17 @@ def evaluate_captioner(
     loss), ``val_nll`` (plain cross-entropy), ``val_accuracy``, the caption metrics of
     ``metrics.score_captions`` and, for synthetic data (``scenes``), ``score_objects``.
     """
-    from mlx_caption.generate import generate
-
-    was_training = model.training
-    model.eval()
     sums = {"loss": 0.0, "nll": 0.0, "correct": 0.0, "count": 0.0}
     refs: dict = {}
     preds: dict = {}
-    try:
+    greedy = DecodingConfig(strategy="greedy", max_length=generation_length)
+    with eval_mode(model):
         for batch in batches:
             grid = image_tokens(model, mx.array(batch["images"]), from_features)
             rows = [(i, r) for i, rs in enumerate(batch["references"]) for r in rs]
             tokens = mx.array(tokenizer.encode_batch([r for _, r in rows], max_length))
             which = mx.array([i for i, _ in rows])
-            logits = model(None, tokens[:, :-1], image_tokens=grid[which])
+            logits = model(grid[which], tokens[:, :-1])
             targets = tokens[:, 1:]
             loss, count, correct = caption_loss(logits, targets, label_smoothing)
             nll, _, _ = caption_loss(logits, targets, 0.0)
@@ -57,13 +58,9 @@ def evaluate_captioner(
             for key, rs in zip(batch["ids"], batch["references"], strict=True):
                 refs[key] = list(rs)
             if generate_captions:
-                options = {} if generation_length is None else {"max_length": generation_length}
-                caps = generate(model, None, tokenizer, "greedy", image_tokens=grid, **options)
+                caps = decode(model, grid, tokenizer, greedy)
                 for key, cap in zip(batch["ids"], caps, strict=True):
                     preds[key] = cap.text
-    finally:
-        if was_training:
-            model.train()
     n = max(sums["count"], 1.0)
     out: dict = {
         "val_loss": sums["loss"] / n,
@@ -72,13 +69,9 @@ def evaluate_captioner(
         "val_images": len(refs),
     }
     if generate_captions and preds:
-        from mlx_caption.metrics import score_captions
-
         scores = score_captions(refs, preds, tokenizer=metrics_tokenizer, metrics=metrics)
         out.update({k: v for k, v in scores.items() if isinstance(v, (int, float))})
         if scenes:
-            from mlx_caption.data.synthetic import score_objects
-
             found = {k: preds[k] for k in preds if str(k) in scenes}
             if found:
                 out.update(score_objects(found, scenes))

@@ -19,8 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-from mlx_caption.config import TrainOptimConfig
 from mlx_caption.errors import UserError
+from mlx_caption.train.config import TrainOptimConfig
 
 Schedule = Callable[[mx.array], mx.array]
 

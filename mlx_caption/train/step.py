@@ -20,11 +20,9 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
 from mlx_caption import backend
-from mlx_caption.config import TrainConfig
+from mlx_caption.tokens import PAD
+from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World
-
-PAD = 0  # CaptionTokenizer.PAD; fixed by the project's contract
-
 
 # ----------------------------------------------------------------------------- loss
 
@@ -45,9 +43,7 @@ def caption_loss(
 
 def image_tokens(model: nn.Module, images: mx.array, from_features: bool) -> mx.array:
     """Projected image tokens (B, T, d) from pixels, or from cached encoder grids."""
-    if from_features:
-        return model.project(images)
-    return model.encode_images(images)
+    return model.project(images) if from_features else model.encode(images)
 
 
 def teacher_forced(
@@ -67,8 +63,7 @@ def teacher_forced(
     grid = image_tokens(model, images, from_features)
     if captions_per_image > 1:
         grid = mx.repeat(grid, captions_per_image, axis=0)
-    logits = model(None, tokens[:, :-1], image_tokens=grid)
-    return logits, tokens[:, 1:]
+    return model(grid, tokens[:, :-1]), tokens[:, 1:]
 
 
 # ----------------------------------------------------------------------------- step

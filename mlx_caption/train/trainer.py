@@ -1,11 +1,13 @@
 """The training loop: a recipe in, checkpoints, logs and a trained captioner out.
 
-:class:`Trainer` builds the data (:mod:`.data`), the model (from scratch, the zoo, a
-converted folder or ``init_from``), the AdamW groups and schedules (:mod:`.schedule`) and the
-compiled step (:mod:`.step`), then runs epochs: it logs every ``log_every`` steps, evaluates
-(:mod:`.evaluation`) after each epoch or every K steps, checkpoints (:mod:`.checkpoint`)
-every K steps, keeps the best by validation CIDEr, stops cleanly on Ctrl-C/SIGTERM (a
-checkpoint first) and on a NaN/inf loss (no checkpoint: the last good one stays).
+:func:`build_parts` turns a recipe and its data (:mod:`.data`) into what a run trains: the
+model (from scratch, the zoo, a converted folder or ``init_from``), its tokenizer, the AdamW
+groups and schedules (:mod:`.schedule`) and the compiled step (:mod:`.step`).
+:class:`Trainer` receives those parts and runs epochs: it logs every ``log_every`` steps,
+evaluates (:mod:`.evaluation`) after each epoch or every K steps, checkpoints
+(:mod:`.checkpoint`) every K steps, keeps the best by validation CIDEr, stops cleanly on
+Ctrl-C/SIGTERM (a checkpoint first) and on a NaN/inf loss (no checkpoint: the last good one
+stays). :meth:`Trainer.from_recipe` does both for the CLI.
 
 Encoder modes: ``frozen`` (the encoder never runs in the step: its token grids come from
 ``data/features.py``'s cache, so an epoch costs the projector and decoder only) and
@@ -28,11 +30,17 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
+from tqdm import tqdm
 
-from mlx_caption.config import DecoderConfig, TrainConfig, TrainModelConfig
 from mlx_caption.errors import UserError
+from mlx_caption.loading import load_captioner, load_encoder
+from mlx_caption.models.captioner import Captioner, CaptionerConfig
+from mlx_caption.models.decoder import DECODER_PRESETS, DecoderConfig
+from mlx_caption.models.registry import encoder_config_from_dict
+from mlx_caption.tokenizer import CaptionTokenizer
 from mlx_caption.train.checkpoint import (
     NonFiniteWeights,
     TrainState,
@@ -44,28 +52,15 @@ from mlx_caption.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from mlx_caption.train.config import TrainConfig, TrainModelConfig
 from mlx_caption.train.data import TrainData
 from mlx_caption.train.distributed import World, agree, barrier, init_world
 from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.logs import CURVES_FILE, METRICS_FILE, MetricsLog, WandbLogger, plot_curves
-from mlx_caption.train.schedule import build_optimizer, group_sizes
-from mlx_caption.train.step import StepOutput, TrainStep, caption_loss, teacher_forced
+from mlx_caption.train.schedule import Schedule, build_optimizer, group_sizes
+from mlx_caption.train.step import TrainStep
 
-__all__ = [
-    "Trainer",
-    "TrainResult",
-    "Diverged",
-    "TrainStep",
-    "StepOutput",
-    "caption_loss",
-    "teacher_forced",
-    "evaluate_captioner",
-    "build_captioner",
-    "set_trainable",
-]
-
-
-# ----------------------------------------------------------------------------- the loop
+__all__ = ["Diverged", "TrainParts", "TrainResult", "Trainer", "build_captioner", "build_parts"]
 
 
 class Diverged(RuntimeError):
@@ -90,16 +85,159 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
-class Trainer:
-    """Runs a :class:`~mlx_caption.config.TrainConfig` recipe in ``out_dir``.
+# ----------------------------------------------------------------------------- the parts
 
-    ``Trainer(cfg, out).fit()`` trains from scratch; ``Trainer(cfg, out, resume=ckpt).fit()``
-    continues a checkpoint exactly (weights, optimizer moments, lr schedule position, RNG,
-    epoch and batch offset), appending to ``metrics.jsonl``.
+
+@dataclass
+class TrainParts:
+    """What a run trains with, built from a recipe by :func:`build_parts`."""
+
+    model: Captioner
+    tokenizer: CaptionTokenizer
+    optimizer: optim.Optimizer
+    schedules: dict[str, Schedule]
+    step: TrainStep
+    total_steps: int
+
+
+def build_parts(
+    cfg: TrainConfig,
+    data: TrainData,
+    world: World | None = None,
+    *,
+    init_from: str | Path | None = None,
+    resume: Path | None = None,
+    total_steps: int | None = None,
+) -> TrainParts:
+    """The model, tokenizer, optimizer and step of a recipe, over ``data``.
+
+    The model comes from ``resume`` (a training checkpoint: weights and optimizer state),
+    ``init_from`` (a captioner folder: weights only) or is built fresh with a tokenizer
+    trained on the data. ``data`` gets the tokenizer and the model's preprocessing. The
+    schedules run over ``total_steps`` (default: the recipe's epochs, capped by
+    ``max_steps``).
+    """
+    world = world or World()
+    start = resume or init_from
+    if start:
+        model, tokenizer = load_captioner(start)
+        data.set_tokenizer(tokenizer)
+    else:
+        tokenizer = data.tokenizer or data.make_tokenizer()
+        model = build_captioner(cfg, tokenizer.vocab_size)
+    agree(tokenizer.vocab_size, world, "the tokenizer's vocabulary size")
+    positions = model.config.decoder.max_length
+    if cfg.data.max_length - 1 > positions:
+        raise UserError(
+            f"data.max_length {cfg.data.max_length} needs {cfg.data.max_length - 1} decoder "
+            f"positions but the model has {positions}; lower data.max_length"
+        )
+    data.set_preprocess(model.config.vision.preprocess)
+    set_trainable(model, cfg.model)
+    model.train()
+    if total_steps is None:
+        total_steps = cfg.epochs * data.steps_per_epoch
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+    optimizer, schedules = build_optimizer(cfg.optim, total_steps)
+    optimizer.init(model.trainable_parameters())
+    if resume:
+        # Before the step is built: the compiled step captures the optimizer's state.
+        restore_optimizer(optimizer, resume, model.trainable_parameters())
+    step = TrainStep.for_recipe(model, optimizer, cfg, world)
+    return TrainParts(model, tokenizer, optimizer, schedules, step, total_steps)
+
+
+def check_recipe(cfg: TrainConfig, world: World) -> None:
+    """Refuse a recipe whose parts cannot fit together, before anything is built."""
+    if cfg.model.encoder_mode not in ("frozen", "finetune"):
+        raise UserError(
+            f"model.encoder_mode must be 'frozen' or 'finetune', got {cfg.model.encoder_mode!r}"
+        )
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise UserError(f"max_minutes must be positive, got {cfg.max_minutes}")
+    k = cfg.data.captions_per_image
+    if k < 1 or cfg.batch_size % k:
+        raise UserError(
+            f"batch_size {cfg.batch_size} must be a multiple of data.captions_per_image {k}"
+        )
+    images = cfg.batch_size // k
+    if images % world.size:
+        raise UserError(
+            f"{images} images per step do not split over {world.size} processes; "
+            "make batch_size / captions_per_image a multiple of the process count"
+        )
+    streams = cfg.cpu_streams
+    if streams < 1 or (images // world.size) % streams:
+        raise UserError(
+            f"cpu_streams must be >= 1 and divide the {images // world.size} images each "
+            f"process takes per step, got {streams}"
+        )
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    """The same seed for MLX, NumPy and Python's ``random``."""
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Runs a :class:`~mlx_caption.train.config.TrainConfig` recipe in ``out_dir`` with its
+    built parts (see :func:`build_parts`; :meth:`from_recipe` builds them).
+
+    ``Trainer.from_recipe(cfg, out).fit()`` trains from scratch;
+    ``Trainer.from_recipe(cfg, out, resume=ckpt).fit()`` continues a checkpoint exactly
+    (weights, optimizer moments, lr schedule position, RNG, epoch and batch offset),
+    appending to ``metrics.jsonl``.
     """
 
     def __init__(
         self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        parts: TrainParts,
+        data: TrainData,
+        *,
+        state: TrainState | None = None,
+        world: World | None = None,
+        resumed_from: Path | None = None,
+        progress: bool = True,
+        wandb: WandbLogger | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.world = world or World()
+        self.data = data
+        self.model, self.tokenizer = parts.model, parts.tokenizer
+        self.optimizer, self.schedules = parts.optimizer, parts.schedules
+        self.step_fn = parts.step
+        self.state = state or TrainState(seed=cfg.seed)
+        self.state.config = cfg.to_dict()
+        self.state.total_steps = self.state.total_steps or parts.total_steps
+        self.steps_per_epoch = data.steps_per_epoch
+        self.frozen = cfg.model.encoder_mode == "frozen"
+        self.resumed_from = resumed_from
+        self.last_checkpoint: Path | None = resumed_from
+        self.progress = progress and self.world.is_main
+        self._print = log or _stderr
+        self.log = MetricsLog(self.out / METRICS_FILE)
+        self.wandb = wandb
+        self._stop_signal: str | None = None
+        self._deadline: float | None = None  # perf_counter time when max_minutes runs out
+        self._bar = None
+
+    @classmethod
+    def from_recipe(
+        cls,
         cfg: TrainConfig,
         out_dir: str | Path,
         *,
@@ -109,104 +247,56 @@ class Trainer:
         wandb: bool = False,
         wandb_project: str = "mlx-caption",
         log: Callable[[str], None] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.out = Path(out_dir)
-        self.world = world or init_world()
-        self.progress = progress and self.world.is_main
-        self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self._stop_signal: str | None = None
-        self._deadline: float | None = None  # perf_counter time when max_minutes runs out
-        self._bar = None
-        self._check_recipe()
-        if self.world.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        barrier(self.world)
+    ) -> Trainer:
+        """Build everything a recipe needs (data, model, optimizer, step) and the trainer.
 
+        ``resume`` (a checkpoint or run folder) continues that run; its schedule keeps the
+        length it was first given.
+        """
+        world = world or init_world()
+        check_recipe(cfg, world)
+        out = Path(out_dir)
+        if world.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen":
+                # Legitimate as a random-features baseline (and for tests), rarely wanted.
+                (log or _stderr)(
+                    "warning: a frozen scratch encoder is random: its features carry little"
+                )
+        barrier(world)
         resume_ckpt = resolve_checkpoint(resume) if resume else None
-        self.state = read_state(resume_ckpt) if resume_ckpt else TrainState(seed=cfg.seed)
-        self.state.config = cfg.to_dict()
-        mx.random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
-
-        self.data = TrainData.build(cfg, self.out, self.world)
-        if resume_ckpt or cfg.model.init_from:
-            from mlx_caption.models.captioner import load_captioner
-
-            self.model, self.tokenizer = load_captioner(resume_ckpt or cfg.model.init_from)
-            self.data.set_tokenizer(self.tokenizer)
-        else:
-            self.tokenizer = self.data.make_tokenizer()
-            self.model = build_captioner(cfg, self.tokenizer.vocab_size)
-        agree(self.tokenizer.vocab_size, self.world, "the tokenizer's vocabulary size")
-        positions = self.model.config.decoder.max_length
-        if cfg.data.max_length - 1 > positions:
-            raise UserError(
-                f"data.max_length {cfg.data.max_length} needs {cfg.data.max_length - 1} decoder "
-                f"positions but the model has {positions}; lower data.max_length"
-            )
-        self.data.set_preprocess(self.model.config.vision.preprocess)
-        self.frozen = cfg.model.encoder_mode == "frozen"
-        set_trainable(self.model, cfg.model)
-        self.model.train()
-
-        self.steps_per_epoch = self.data.steps_per_epoch
-        total = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
-        if resume_ckpt and self.state.total_steps:
-            total = self.state.total_steps  # the schedule's length is fixed by the first start
-        self.state.total_steps = total
-        self.optimizer, self.schedules = build_optimizer(cfg.optim, total)
-        self.optimizer.init(self.model.trainable_parameters())
+        state = read_state(resume_ckpt) if resume_ckpt else TrainState(seed=cfg.seed)
+        seed_everything(cfg.seed)
+        data = TrainData.build(cfg, out, world)
+        parts = build_parts(
+            cfg,
+            data,
+            world,
+            init_from=cfg.model.init_from,
+            resume=resume_ckpt,
+            # The schedule's length is fixed by the first start.
+            total_steps=state.total_steps or None,
+        )
         if resume_ckpt:
-            restore_optimizer(self.optimizer, resume_ckpt, self.model.trainable_parameters())
-            set_rng_state(self.state.rng)
-        self.resumed_from = resume_ckpt
-
-        if self.frozen:
-            self.data.prepare_features(self.model, progress=self.progress)
-        self.step_fn = TrainStep.for_recipe(self.model, self.optimizer, cfg, self.world)
-        self.log = MetricsLog(self.out / METRICS_FILE)
-        self.wandb = None
-        if wandb and self.world.is_main:
-            self.wandb = WandbLogger(
-                wandb_project, cfg.to_dict(), self.out, self.state.extra.get("wandb_id")
-            )
-            self.state.extra["wandb_id"] = self.wandb.id
-        self.last_checkpoint: Path | None = resume_ckpt
-
-    # ------------------------------------------------------------------ set-up helpers
-
-    def _check_recipe(self) -> None:
-        cfg, world = self.cfg, self.world
-        if cfg.model.encoder_mode not in ("frozen", "finetune"):
-            raise UserError(
-                f"model.encoder_mode must be 'frozen' or 'finetune', got {cfg.model.encoder_mode!r}"
-            )
-        if cfg.max_minutes is not None and not cfg.max_minutes > 0:
-            raise UserError(f"max_minutes must be positive, got {cfg.max_minutes}")
-        k = cfg.data.captions_per_image
-        if k < 1 or cfg.batch_size % k:
-            raise UserError(
-                f"batch_size {cfg.batch_size} must be a multiple of data.captions_per_image {k}"
-            )
-        images = cfg.batch_size // k
-        if images % world.size:
-            raise UserError(
-                f"{images} images per step do not split over {world.size} processes; "
-                "make batch_size / captions_per_image a multiple of the process count"
-            )
-        streams = cfg.cpu_streams
-        if streams < 1 or (images // world.size) % streams:
-            raise UserError(
-                f"cpu_streams must be >= 1 and divide the {images // world.size} images each "
-                f"process takes per step, got {streams}"
-            )
-        if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen" and world.is_main:
-            # Legitimate as a random-features baseline (and for tests), rarely what one wants.
-            self._print("warning: a frozen scratch encoder is random: its features carry little")
+            set_rng_state(state.rng)
+        if cfg.model.encoder_mode == "frozen":
+            data.prepare_features(parts.model, progress=progress and world.is_main)
+        logger = None
+        if wandb and world.is_main:
+            logger = WandbLogger(wandb_project, cfg.to_dict(), out, state.extra.get("wandb_id"))
+            state.extra["wandb_id"] = logger.id
+        return cls(
+            cfg,
+            out,
+            parts,
+            data,
+            state=state,
+            world=world,
+            resumed_from=resume_ckpt,
+            progress=progress,
+            wandb=logger,
+            log=log,
+        )
 
     def lr(self, group: str = "decay") -> float:
         """The lr the next step will use for a parameter group."""
@@ -270,8 +360,6 @@ class Trainer:
         window = st.extra.setdefault("log_window", [])
         timed, t_window = 0, time.perf_counter()
         for images, tokens in self.data.train_batches(st.epoch, st.batch_offset):
-            if cfg.nan_at_step is not None and st.step + 1 == cfg.nan_at_step:
-                poison(self.model)
             out = self.step_fn(images, tokens)
             if not (math.isfinite(out.loss) and math.isfinite(out.grad_norm)):
                 raise Diverged(
@@ -389,7 +477,7 @@ class Trainer:
         return (
             f"training {total / 1e6:.2f}M parameters ({sum(sizes.values()) / 1e6:.2f}M trainable, "
             f"encoder {cfg.model.encoder} {cfg.model.encoder_mode}); "
-            f"{self.data.num_train_images} train images, {self.steps_per_epoch} steps/epoch, "
+            f"{self.data.describe_train_images()}, {self.steps_per_epoch} steps/epoch, "
             f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
             + (f" on {self.world.size} processes" if self.world.distributed else "")
             + (f", {self.step_fn.cpu_streams} CPU streams" if self.step_fn.cpu_streams > 1 else "")
@@ -400,8 +488,6 @@ class Trainer:
     def _progress_bar(self):
         if not self.progress:
             return None
-        from tqdm import tqdm
-
         return tqdm(
             total=self.state.total_steps,
             initial=self.state.step,
@@ -514,57 +600,42 @@ class Trainer:
 # ----------------------------------------------------------------------------- model
 
 
-def build_captioner(cfg: TrainConfig, vocab_size: int) -> nn.Module:
+def build_captioner(cfg: TrainConfig, vocab_size: int) -> Captioner:
     """A fresh captioner for a recipe: encoder from scratch, the zoo or a converted folder."""
-    from mlx_caption.config import CaptionerConfig, DecoderConfig, VisionConfig
-    from mlx_caption.models.captioner import Captioner
-
     m = cfg.model
     decoder = _decoder_config(m.decoder)
     fields = {"vocab_size": vocab_size, "max_length": cfg.data.max_length, **m.decoder_overrides}
     decoder = DecoderConfig.from_dict({**decoder.to_dict(), **fields})
     if m.encoder == "scratch":
         if not m.vision:
-            raise UserError("model.encoder: scratch needs a model.vision section (VisionConfig)")
-        vision = VisionConfig.from_dict(m.vision)
-        try:
-            model = Captioner(
-                CaptionerConfig(
-                    vision=vision, decoder=decoder, encoder_name=None, projector=m.projector
-                )
-            )
-        except ValueError as err:  # the model's own checks (stem, patch size, heads)
-            raise UserError(f"model config: {err}") from None
-        if m.position_init == "sincos":
-            model.encoder.init_sincos_positions()
-        elif m.position_init != "random":
-            raise UserError(
-                f"model.position_init must be 'sincos' or 'random', not {m.position_init!r}"
-            )
+            raise UserError("model.encoder: scratch needs a model.vision section (encoder config)")
+        encoder, vision = None, encoder_config_from_dict(m.vision)
     else:
-        from mlx_caption.zoo import load_encoder
-
         encoder = load_encoder(m.encoder)
-        model = Captioner(
-            CaptionerConfig(
-                vision=encoder.config,
-                decoder=decoder,
-                encoder_name=m.encoder,
-                projector=m.projector,
-            )
-        )
+        vision = encoder.config
+    config = CaptionerConfig(
+        vision=vision, decoder=decoder, encoder_name=None if encoder is None else m.encoder,
+        projector=m.projector,
+    )  # fmt: skip
+    try:
+        model = Captioner(config)
+    except ValueError as err:  # the model's own checks (stem, patch size, heads, projector)
+        raise UserError(f"model config: {err}") from None
+    if encoder is not None:
         model.load_encoder_weights(encoder)
+    elif m.position_init == "sincos":
+        model.encoder.init_sincos_positions()
+    elif m.position_init != "random":
+        raise UserError(
+            f"model.position_init must be 'sincos' or 'random', not {m.position_init!r}"
+        )
     mx.eval(model.parameters())
     return model
 
 
 def _decoder_config(spec: str | dict) -> DecoderConfig:
-    from mlx_caption.config import DecoderConfig
-
     if isinstance(spec, dict):
         return DecoderConfig.from_dict(spec)
-    from mlx_caption.zoo import DECODER_PRESETS
-
     if spec not in DECODER_PRESETS:
         raise UserError(
             f"unknown decoder preset {spec!r}; choose from {', '.join(DECODER_PRESETS)} "
@@ -578,11 +649,8 @@ def set_trainable(model: nn.Module, m: TrainModelConfig) -> None:
     model.unfreeze()
     model.freeze_encoder()
     if m.encoder_mode == "finetune":
-        model.unfreeze_encoder(m.finetune_last_n)
+        try:
+            model.unfreeze_encoder(m.finetune_last_n)
+        except ValueError as err:
+            raise UserError(f"model.finetune_last_n: {err}") from None
     model.encoder.grad_checkpoint = bool(m.grad_checkpoint and m.encoder_mode == "finetune")
-
-
-def poison(model: nn.Module) -> None:
-    """Debug hook (``nan_at_step``): set one trainable weight to NaN, as a blow-up would."""
-    path, value = tree_flatten(model.trainable_parameters())[0]
-    model.update(tree_unflatten([(path, mx.full(value.shape, float("nan"), value.dtype))]))

@@ -251,7 +251,15 @@ def gelu_tanh(x: mx.array) -> mx.array:
     return fast_gelu_tanh(x)
 
 
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu, "gelu_tanh": gelu_tanh}
+# By their Hugging Face ``hidden_act`` names ("gelu_new" and "gelu_pytorch_tanh" are both the
+# tanh approximation).
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": gelu,
+    "gelu_tanh": gelu_tanh,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+}
 
 
 # Softmax needs exp with *relative* accuracy over the whole row, so a longer polynomial and

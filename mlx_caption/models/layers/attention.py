@@ -1,17 +1,20 @@
 """Multi-head attention written out (q, k, v, out projections), its masks and a KV cache.
 
-One class serves the decoder's causal self-attention and its cross-attention to the image
-tokens (``kv_dims`` may differ from the query width). Masks are boolean "may attend"
-arrays broadcastable to ``(B, heads, L_query, L_key)``; combining booleans first and turning
-them into scores once avoids the ``-inf + -inf`` and all-masked-row NaNs of additive masks.
+:func:`scaled_dot_product_attention` is the one attention core every model uses, whatever its
+projections are called. :class:`MultiHeadAttention` (Hugging Face's ``q_proj``/``k_proj``/
+``v_proj``/``out_proj`` names) serves the CLIP-style encoders' self-attention, the decoder's
+causal self-attention and its cross-attention to the image tokens (``kv_dims`` may differ
+from the query width). Masks are boolean "may attend" arrays broadcastable to
+``(B, heads, L_query, L_key)``; combining booleans first and turning them into scores once
+avoids the ``-inf + -inf`` and all-masked-row NaNs of additive masks.
 
 The KV cache preallocates fixed-size buffers and writes each step at an offset. Attention
 then always runs over the whole buffer, with the unwritten slots masked, so every decoding
 step has the same shapes: ``mx.compile`` traces the step once instead of once per length,
 and the cost of the few extra masked keys is negligible next to the projections. Measured
-on 2 CPU cores (width 256 x 3 layers, 3 rows, 20 tokens): eager, preallocated and
-concatenated caches cost the same; compiling the fixed-shape step saves about a quarter,
-which a concatenating cache (new shapes every step) cannot get.
+on the CPU, eager, preallocated and concatenated caches cost the same, and compiling the
+fixed-shape step saves about a quarter, which a concatenating cache (new shapes every step)
+cannot get.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from mlx_caption import backend
+from mlx_caption.models.layers.activations import softmax
 
 
 def causal_mask(
@@ -51,6 +57,32 @@ def combine_masks(*masks: mx.array | None) -> mx.array | None:
     return out
 
 
+def _mask_scores(scores: mx.array, mask: mx.array | None) -> mx.array:
+    if mask is None:
+        return scores
+    if mask.dtype == mx.bool_:
+        return mx.where(mask, scores, mx.finfo(scores.dtype).min)
+    return scores + mask.astype(scores.dtype)
+
+
+def scaled_dot_product_attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | str | None = None
+) -> mx.array:
+    """``softmax(q k^T * scale + mask) v`` over ``(B, H, L, head_dim)`` arrays.
+
+    ``mask`` is boolean (True = may attend), additive, or ``"causal"``. On a GPU this is MLX's
+    fused kernel; on the CPU that kernel falls back to a matmul and ``mx.softmax``, whose
+    scalar ``exp`` made the attention core about twice as slow as the vectorised softmax of
+    :mod:`~mlx_caption.models.layers.activations` used here.
+    """
+    if backend.on_gpu():
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    if isinstance(mask, str):
+        mask = causal_mask(q.shape[2], k.shape[2], k.shape[2] - q.shape[2])
+    return softmax(_mask_scores(scores, mask)) @ v
+
+
 def attention_weights(
     q: mx.array, k: mx.array, scale: float, mask: mx.array | None = None
 ) -> mx.array:
@@ -59,12 +91,7 @@ def attention_weights(
     A boolean mask replaces disallowed scores by the dtype's lowest finite value, so a row
     with every key masked gives uniform weights instead of NaN.
     """
-    scores = (q * scale) @ k.swapaxes(-1, -2)
-    if mask is not None:
-        if mask.dtype == mx.bool_:
-            scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask.astype(scores.dtype)
+    scores = _mask_scores((q * scale) @ k.swapaxes(-1, -2), mask)
     return mx.softmax(scores, axis=-1, precise=True)
 
 
@@ -135,13 +162,22 @@ class MultiHeadAttention(nn.Module):
         num_heads: number of heads; ``dims`` must divide evenly.
         kv_dims: width of the key/value source (image tokens in cross-attention);
             defaults to ``dims``.
-        bias: whether the projections have biases. The key projection never has one: a key
-            bias adds the same amount to every score of a query, which softmax ignores, so
-            its gradient is zero in exact arithmetic and Adam would turn rounding noise
-            into lr-sized random steps (as Whisper, we leave it out).
+        bias: whether the projections have biases.
+        key_bias: whether the key projection has one (pretrained checkpoints such as CLIP's
+            do). Models trained here leave it out: a key bias adds the same amount to every
+            score of a query, which softmax ignores, so its gradient is zero in exact
+            arithmetic and Adam would turn rounding noise into lr-sized random steps (as
+            Whisper does).
     """
 
-    def __init__(self, dims: int, num_heads: int, kv_dims: int | None = None, bias: bool = True):
+    def __init__(
+        self,
+        dims: int,
+        num_heads: int,
+        kv_dims: int | None = None,
+        bias: bool = True,
+        key_bias: bool = False,
+    ):
         super().__init__()
         if dims % num_heads:
             raise ValueError(f"width {dims} is not divisible by {num_heads} heads")
@@ -150,7 +186,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dims // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.q_proj = nn.Linear(dims, dims, bias=bias)
-        self.k_proj = nn.Linear(kv_dims, dims, bias=False)
+        self.k_proj = nn.Linear(kv_dims, dims, bias=bias and key_bias)
         self.v_proj = nn.Linear(kv_dims, dims, bias=bias)
         self.out_proj = nn.Linear(dims, dims, bias=bias)
 
@@ -206,6 +242,6 @@ class MultiHeadAttention(nn.Module):
             weights = attention_weights(q, k, self.scale, mask)
             out = weights @ v
         else:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+            out = scaled_dot_product_attention(q, k, v, self.scale, mask)
         out = self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, n, -1))
         return (out, weights) if return_weights else out

@@ -1,0 +1,164 @@
+"""The entry points: :func:`decode` (image tokens -> captions), :func:`generate` (pixels ->
+captions) and :func:`caption` (image files -> captions, with a model cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from PIL import Image
+
+from mlx_caption.data.preprocess import load_image, preprocess_image
+from mlx_caption.errors import UserError
+from mlx_caption.generate.beams import Hypothesis
+from mlx_caption.generate.config import Caption, DecodingConfig
+from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows, repeat_rows
+from mlx_caption.loading import load_captioner
+from mlx_caption.models.base import eval_mode
+
+
+def decode(
+    model: Any, image_tokens: mx.array, tokenizer: Any, config: DecodingConfig
+) -> list[Caption]:
+    """Generate captions from a captioner's image tokens (``model.encode(pixels)``).
+
+    ``model`` is any captioner that speaks the engine's protocol: ``special_tokens``,
+    ``vocab_size``, ``max_positions``, ``default_max_length``, ``decoding_memory``,
+    ``make_cache`` and ``decode_step``; ``tokenizer`` decodes its ids (``decode``) and
+    encodes a prompt (``encode_text``).
+    """
+    images = image_tokens.shape[0]
+    if images == 0:
+        return []
+    prompt_ids = tokenizer.encode_text(config.prompt) if config.prompt else []
+    prefix = [*model.special_tokens.start, *prompt_ids]
+    cfg = config.resolved(model.max_positions - len(prefix) + 1, model.default_max_length)
+    with eval_mode(model):
+        memory = model.decoding_memory(image_tokens)
+        if cfg.strategy == "beam":
+            memory = repeat_rows(memory, cfg.num_beams)
+            run = DecodingRun(model, cfg, images * cfg.num_beams, prefix)
+            per_image = beam_search(run, memory, images)
+        else:
+            n = cfg.num_return_sequences
+            run = DecodingRun(model, cfg, images * n, prefix)
+            per_image = _sampled_hypotheses(run, repeat_rows(memory, n), images, n)
+    return [_caption(hyps[: cfg.num_return_sequences], tokenizer, prompt_ids) for hyps in per_image]
+
+
+def _sampled_hypotheses(run: DecodingRun, memory: Any, images: int, n: int) -> list[list]:
+    toks, lps, lengths, finished, attn = decode_rows(run, memory)
+    per_image = []
+    for b in range(images):
+        hyps = []
+        for r in range(b * n, (b + 1) * n):
+            logprob = float(lps[r, : lengths[r]].sum())
+            att = None if attn is None else attn[r, : lengths[r]].copy()
+            ids = toks[r, : lengths[r]].tolist()
+            hyps.append(Hypothesis(logprob, logprob, ids, bool(finished[r]), att))
+        hyps.sort(key=lambda h: -h.score)
+        per_image.append(hyps)
+    return per_image
+
+
+def _caption(hyps: list[Hypothesis], tokenizer: Any, prompt_ids: list[int]) -> Caption:
+    made = [
+        Caption(
+            text=tokenizer.decode([*prompt_ids, *h.tokens]),
+            token_ids=h.tokens,
+            score=float(h.score),
+            logprob=float(h.logprob),
+            finished=h.finished,
+            attention=h.attention,
+        )
+        for h in hyps
+    ]
+    best = made[0]
+    best.alternatives = made[1:]
+    return best
+
+
+def generate(
+    model: Any,
+    pixels: mx.array | np.ndarray,
+    tokenizer: Any,
+    strategy: str | None = None,
+    *,
+    config: DecodingConfig | None = None,
+    **options: Any,
+) -> list[Caption]:
+    """Caption a batch of preprocessed images ``(B, H, W, 3)``.
+
+    Args:
+        model: a captioner (ours, a pretrained one, or a bridge captioner).
+        pixels: the images, preprocessed with the model's processor.
+        tokenizer: the model's tokenizer.
+        strategy: ``"greedy"``, ``"beam"`` or ``"sample"`` (overrides ``config.strategy``).
+        config: a :class:`DecodingConfig`; ``options`` override its fields.
+
+    Returns:
+        One :class:`Caption` per image, in order.
+    """
+    cfg = config or DecodingConfig()
+    if strategy is not None:
+        options["strategy"] = strategy
+    cfg = cfg.replace(**options)
+    with eval_mode(model):
+        image_tokens = model.encode(mx.array(pixels))
+    return decode(model, image_tokens, tokenizer, cfg)
+
+
+_LOADED: dict[str, tuple[Any, Any]] = {}
+
+
+def caption(
+    images: Any,
+    checkpoint: str | Path | None = None,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    batch_size: int = 16,
+    **decoding: Any,
+) -> list[Caption]:
+    """Caption image files or PIL images with a saved captioner.
+
+    Args:
+        images: a path, a PIL image, or a list of them.
+        checkpoint: captioner folder or Hugging Face hub id (see
+            :func:`~mlx_caption.loading.load_captioner`); loaded once and kept.
+        model, tokenizer: an already loaded captioner instead of ``checkpoint``.
+        batch_size: images per forward pass.
+        **decoding: :class:`DecodingConfig` fields (``strategy="beam"``, ``num_beams=3``, ...).
+
+    Returns:
+        One :class:`Caption` per image, in order.
+    """
+    if model is None:
+        if checkpoint is None:
+            raise UserError("give a checkpoint (folder or hub id) or a model and tokenizer")
+        # Keyed by the weights file's mtime too, so a checkpoint saved again is reloaded.
+        weights = Path(checkpoint) / "model.safetensors"
+        key = f"{checkpoint}@{weights.stat().st_mtime_ns if weights.is_file() else ''}"
+        if key not in _LOADED:
+            _LOADED.clear()  # keep one model in memory
+            _LOADED[key] = load_captioner(checkpoint)
+        model, tokenizer = _LOADED[key]
+    elif tokenizer is None:
+        raise UserError("a model needs its tokenizer")
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    prep = model.config.vision.preprocess
+    cfg = DecodingConfig().replace(**decoding)
+    out: list[Caption] = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i : i + batch_size]
+        pixels = np.stack(
+            [
+                preprocess_image(im if isinstance(im, Image.Image) else load_image(im), prep)
+                for im in chunk
+            ]
+        )
+        out.extend(generate(model, pixels, tokenizer, config=cfg))
+    return out

@@ -1,0 +1,129 @@
+"""What every model family shares: its registry entry, the encoder output, and the rules for
+which encoder parameters train.
+
+A family is a folder under ``models/`` (``models/clip/`` is the example to copy). It holds:
+
+- ``config.py``: a dataclass with Hugging Face's field names, ``from_hf(config.json dict,
+  preprocessor_config.json dict)``, ``from_dict``/``to_dict`` (``to_dict`` writes the family's
+  ``model_type`` so a converted folder's ``config.json`` says what it is);
+- the MLX modules with Hugging Face parameter names, and ``sanitize``, a static method of the
+  model that maps a Hugging Face state dict to the module's names and layouts (idempotent);
+- ``reference.py``: the transformers side (its model class and config, the inverse of
+  ``sanitize``), used by the parity tests, ``convert --verify`` and the PT bridge; it is the
+  only module of a family that imports torch;
+- ``__init__.py``: ``FAMILY``, the :class:`Family` entry that ``models/registry.py`` lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: how to recognise its checkpoints and build its MLX model.
+
+    Attributes:
+        name: short name (``"clip"``), the folder under ``models/``.
+        kind: ``"encoder"`` (image -> token grid) or ``"captioner"`` (image -> text).
+        model_types: the ``model_type`` values of Hugging Face ``config.json`` files it reads.
+        config_class: its config dataclass (``from_hf``, ``from_dict``, ``to_dict``).
+        model_class: its MLX model (``model_class(config)``, ``model_class.sanitize(weights)``).
+        reference: dotted path of its ``reference`` module (imported only when needed: it
+            imports torch and transformers).
+        drop_prefixes: state-dict keys of other towers a checkpoint may carry (CLIP's text
+            model), dropped before ``sanitize`` so a ``.bin`` is not read into memory whole.
+    """
+
+    name: str
+    kind: str
+    model_types: tuple[str, ...]
+    config_class: type
+    model_class: type
+    reference: str
+    drop_prefixes: tuple[str, ...] = ()
+
+    def reference_module(self) -> ModuleType:
+        """The family's transformers side (needs the ``torch`` extra)."""
+        return importlib.import_module(self.reference)
+
+
+@dataclass
+class VisionOutput:
+    """What an encoder returns (the fields of Hugging Face's vision model output)."""
+
+    last_hidden_state: mx.array  # (B, T, D): the token grid a captioner reads
+    pooler_output: mx.array  # (B, D)
+    image_embeds: mx.array | None = None  # (B, P) when the model has a projection head
+    hidden_states: tuple[mx.array, ...] | None = None  # embeddings + every layer's output
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block (no dropout), back in training mode after if it
+    was, also on an exception."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
+def checkpointed(layer: nn.Module, x: mx.array) -> mx.array:
+    """Run ``layer(x)`` under ``mx.checkpoint``: its activations are recomputed in the
+    backward pass. The parameters go in as explicit inputs so gradients still reach them."""
+
+    def inner(params: Any, y: mx.array) -> mx.array:
+        layer.update(params)
+        return type(layer).__call__(layer, y)
+
+    return mx.checkpoint(inner)(layer.trainable_parameters(), x)
+
+
+def freeze_path(module: nn.Module, path: str) -> None:
+    """Freeze the parameter (or submodule) at a dotted ``path`` such as ``a.layers.0.k.bias``."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        module = module[int(part)] if isinstance(module, list) else getattr(module, part)
+    child = getattr(module, leaf, None)
+    if isinstance(child, nn.Module):
+        child.freeze()
+    else:
+        module.freeze(keys=[leaf], recurse=False)
+
+
+def set_encoder_trainable(encoder: nn.Module, last_n: int | None) -> None:
+    """Train the whole encoder (``last_n=None``), nothing of it (0), or its last N blocks.
+
+    An encoder names, besides its blocks (``encoder.layers``), the modules that follow them
+    (``encoder.after_blocks``: unfrozen with any block) and the parameters that never train
+    (``encoder.never_trained``: heads off the captioning path, key biases whose gradient is
+    zero because softmax ignores a shift of every score, which Adam would turn into lr-sized
+    random steps).
+    """
+    layers = encoder.layers
+    if last_n is not None and not 0 <= last_n <= len(layers):
+        raise ValueError(f"last_n must be between 0 and {len(layers)} (encoder blocks)")
+    if last_n is None:
+        encoder.unfreeze()
+    else:
+        encoder.freeze()
+        if last_n == 0:
+            return
+        for layer in layers[len(layers) - last_n :]:
+            layer.unfreeze()
+        for name in encoder.after_blocks:
+            if name in encoder:
+                getattr(encoder, name).unfreeze()
+    for path in encoder.never_trained:
+        freeze_path(encoder, path)

@@ -1,0 +1,34 @@
+"""Layers every model family shares: attention and its KV cache, the MLP, activations, patch
+stems and position embeddings. A family folder builds its modules from these."""
+
+from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
+from mlx_caption.models.layers.attention import (
+    KVCache,
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    combine_masks,
+    key_padding_mask,
+    scaled_dot_product_attention,
+)
+from mlx_caption.models.layers.mlp import MLP
+from mlx_caption.models.layers.positions import sincos_position_embedding
+from mlx_caption.models.layers.stems import STEMS, ConvStem, PatchEmbedding
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "STEMS",
+    "ConvStem",
+    "KVCache",
+    "MultiHeadAttention",
+    "PatchEmbedding",
+    "attention_weights",
+    "causal_mask",
+    "combine_masks",
+    "gelu_tanh",
+    "key_padding_mask",
+    "scaled_dot_product_attention",
+    "sincos_position_embedding",
+    "softmax",
+]

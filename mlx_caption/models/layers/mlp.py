@@ -1,0 +1,23 @@
+"""The transformer MLP every family shares: ``fc1`` -> activation -> ``fc2`` (HF names)."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_caption.models.layers.activations import ACTIVATIONS
+
+
+class MLP(nn.Module):
+    """``fc2(act(fc1(x)))`` with ``act`` one of :data:`ACTIVATIONS` (by its HF name)."""
+
+    def __init__(self, dims: int, hidden: int, act: str = "gelu"):
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unsupported hidden_act {act!r}; expected one of {list(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[act]
+        self.fc1 = nn.Linear(dims, hidden)
+        self.fc2 = nn.Linear(hidden, dims)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.fc2(self.act(self.fc1(x)))
