@@ -17,6 +17,7 @@ from mlx_caption.metrics import (
     ptb_tokenize_lines,
     reference_agreement,
     score_captions,
+    scoring,
     tokenize_python,
 )
 
@@ -312,7 +313,8 @@ def test_metric_selection_and_per_image():
 
 
 def test_auto_without_java_falls_back(monkeypatch):
-    monkeypatch.setattr(metrics, "java_available", lambda: False)
+    # Patched where the scorers look it up: the package's re-export would not reach them.
+    monkeypatch.setattr(scoring, "java_available", lambda: False)
     refs = {1: ["a dog runs", "a dog"], 2: ["two men", "men talk"]}
     out = score_captions(refs, {1: "a dog", 2: "two men"})
     assert out["tokenizer"] == "ptb-python" and out["meteor_available"] is False
@@ -324,12 +326,12 @@ def test_auto_without_java_falls_back(monkeypatch):
 def test_java_failures_degrade_under_auto(monkeypatch):
     refs = {1: ["a dog runs", "a dog"], 2: ["two men", "men talk"]}
     preds = {1: "a dog", 2: "two men"}
-    monkeypatch.setattr(metrics, "java_available", lambda: True)
+    monkeypatch.setattr(scoring, "java_available", lambda: True)
 
     def broken_java(captions):
         raise RuntimeError("PTBTokenizer failed: boom")
 
-    monkeypatch.setattr(metrics, "tokenize_java", broken_java)
+    monkeypatch.setattr(scoring, "tokenize_java", broken_java)
     with pytest.warns(UserWarning, match="Python one"):
         out = score_captions(refs, preds, metrics=NO_METEOR)
     assert out["tokenizer"] == "ptb-python"
@@ -340,9 +342,9 @@ def test_java_failures_degrade_under_auto(monkeypatch):
         def compute_score(self, gts, res):
             raise RuntimeError("METEOR process ended unexpectedly")
 
-    monkeypatch.setattr(metrics, "tokenize_java", tokenize_python)
-    monkeypatch.setattr(metrics, "_get_meteor", DeadMeteor)
-    monkeypatch.setattr(metrics, "close_meteor", lambda: None)  # keep the shared JVM alive
+    monkeypatch.setattr(scoring, "tokenize_java", tokenize_python)
+    monkeypatch.setattr(scoring, "shared_meteor", DeadMeteor)
+    monkeypatch.setattr(scoring, "close_meteor", lambda: None)  # keep the shared JVM alive
     with pytest.warns(UserWarning, match="METEOR failed"):
         out = score_captions(refs, preds, tokenizer="java")
     assert out["tokenizer"] == "ptb-java" and out["METEOR"] is None
