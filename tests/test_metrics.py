@@ -405,6 +405,40 @@ def test_load_refs_karpathy_split_and_ids(tmp_path):
     }
 
 
+def test_load_refs_reads_captions_only(tmp_path):
+    # References whose images live elsewhere (or nowhere) still load: scoring opens none.
+    path = tmp_path / "dataset_flickr8k.json"
+    images = [
+        {"filepath": "../../images", "filename": "a.jpg", "split": "dev", "imgid": 4},
+        {"filepath": "/data", "filename": "b.jpg", "split": "val", "imgid": 5},
+        {"filepath": "", "filename": "c.jpg", "split": "test", "imgid": 6},
+    ]
+    for n, img in enumerate(images):
+        img["sentences"] = [{"raw": f"caption {n}"}]
+    path.write_text(json.dumps({"images": images}))
+    # The data loaders' split aliases: "dev" is "val" (as in training and mlx-caption eval).
+    assert load_refs(path, split="val") == {4: ["caption 0"], 5: ["caption 1"]}
+    assert load_refs(path, split="validation") == load_refs(path, split="dev")
+    with pytest.raises(UserError, match=r"no images in split 'train' \(splits: dev, test, val\)"):
+        load_refs(path, split="train")
+
+
+def test_load_refs_refuses_damaged_files(tmp_path):
+    # Skipping a bad line would change the scores silently: refused instead.
+    token = tmp_path / "captions.token"
+    token.write_text("a.jpg#0\tA dog.\nb.jpg#0 without a tab\n")
+    with pytest.raises(UserError, match=r"1 malformed line\(s\) \(not 'IMAGE#K<TAB>caption'\)"):
+        load_refs(token)
+    karpathy = tmp_path / "dataset.json"
+    karpathy.write_text(json.dumps({"images": [{"split": "test", "sentences": []}, 3]}))
+    with pytest.raises(UserError, match="2 malformed image entries"):
+        load_refs(karpathy)
+    coco = tmp_path / "captions.json"
+    coco.write_text(json.dumps({"images": [{"id": 1}], "annotations": [{"caption": "x"}]}))
+    with pytest.raises(UserError, match="2 malformed entries \\(annotations without an 'image_id'"):
+        load_refs(coco)
+
+
 @needs_flickr
 def test_load_refs_flickr_token():
     refs = load_refs(FLICKR_DIR / "Flickr8k.token.txt")

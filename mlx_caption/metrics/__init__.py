@@ -20,7 +20,8 @@ n-gram counts). What this package adds around the scorers, one module each:
   against the other references and :func:`leave_one_out_scores` the prediction against the
   same sets, so a model's number and the human ceiling are measured on equal terms.
 * :mod:`~mlx_caption.metrics.loading`: references (COCO captions, Karpathy, Flickr
-  ``*.token``) and COCO results predictions, keyed by :mod:`~mlx_caption.metrics.ids`.
+  ``*.token``, read by :mod:`mlx_caption.data.sources`) and COCO results predictions, keyed
+  by :mod:`~mlx_caption.metrics.ids`.
 """
 
 from mlx_caption.metrics.ids import ImageId, canonical_id, check_same_images

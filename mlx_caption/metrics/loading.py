@@ -1,7 +1,8 @@
 """Reading references and predictions for ``mlx-caption score``.
 
-References: COCO captions, Karpathy split JSON or Flickr ``*.token`` files. Predictions: a COCO
-results file.
+References are parsed by :mod:`mlx_caption.data.sources` (the loaders training and
+``mlx-caption eval`` use), captions only, so image ids and split names mean the same here as
+there. Predictions are a COCO results file.
 """
 
 from __future__ import annotations
@@ -9,99 +10,66 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlx_caption.data.sources import LoadReport, load_records, normalize_split
 from mlx_caption.errors import UserError
 from mlx_caption.files import read_json
 from mlx_caption.metrics.ids import ImageId, canonical_id, describe_ids
 
-
-def _flickr_token_refs(path: Path) -> dict[ImageId, list[str]]:
-    refs: dict[ImageId, list[str]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, sep, caption = line.partition("\t")
-        if not sep:
-            raise UserError(f"{path}:{n}: expected 'IMAGE#K<TAB>caption'")
-        name = key.rsplit("#", 1)[0].strip()
-        refs.setdefault(canonical_id(Path(name).stem), []).append(caption.strip())
-    return refs
+# What sources.py counts as a bad row in each reference format. A scorer refuses them rather
+# than skipping them: a reference set with pieces missing would change the scores silently.
+_BAD_ROWS = {
+    "flickr": "line(s) (not 'IMAGE#K<TAB>caption')",
+    "karpathy": "image entries (not objects with a 'filename')",
+    "coco": "entries (annotations without an 'image_id' or images without a 'file_name')",
+}
 
 
 def load_refs(path: str | os.PathLike, split: str | None = None) -> dict[ImageId, list[str]]:
     """References from a COCO captions JSON, a Karpathy split JSON or a Flickr ``*.token`` file.
 
-    Image ids (the keys) follow the project's loaders (:mod:`mlx_caption.data.sources`), so
-    ``mlx-caption eval`` predictions match them:
+    Image ids (the keys) are those of :mod:`mlx_caption.data.sources`, so ``mlx-caption
+    eval`` predictions match them:
 
-    * COCO (``{"images", "annotations"}``): the annotations' ``image_id``.
+    * COCO (``{"images", "annotations"}``): the images' ``id``.
     * Karpathy (``{"images": [{"sentences", "split", ...}]}``): ``cocoid`` when present
       (COCO), else ``imgid`` (Flickr8k/30k), else the image's position in the file.
-      ``split`` keeps only that split ("train" also takes "restval"; "dev"/"validation"
-      mean "val").
+      ``split`` keeps only that split, with the data loaders' aliases ("train" also takes
+      "restval"; "dev"/"validation" mean "val").
     * Flickr ``IMAGE.jpg#K<TAB>caption`` lines: the file name without extension.
 
-    Digit-string ids become ints (:func:`canonical_id`), as the COCO results format allows
-    either. Images without captions are left out.
+    Digit-string ids become ints (:func:`~mlx_caption.metrics.canonical_id`), as the COCO
+    results format allows either. Images without captions are left out.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"references not found: {path}")
+    report = LoadReport()
     if path.suffix.lower() != ".json":
         if split is not None:
             raise UserError(f"{path}: --split applies to Karpathy JSON files only")
-        try:
-            return _flickr_token_refs(path)
-        except UnicodeDecodeError as err:
-            raise UserError(f"cannot read {path}: {err}") from None
-    data = read_json(path, want=None)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise UserError(f"{path}: neither COCO captions nor Karpathy JSON (no 'images' list)")
-    refs: dict[ImageId, list[str]] = {}
-    if "annotations" in data:
-        if split is not None:
+        fmt = "flickr"
+        records = load_records(fmt, path, captions_only=True, report=report)
+    else:
+        # Parsed here only to tell the two JSON formats apart; sources reuses the parse.
+        data = read_json(path, want=None)
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise UserError(f"{path}: neither COCO captions nor Karpathy JSON (no 'images' list)")
+        fmt = "coco" if "annotations" in data else "karpathy"
+        if fmt == "coco" and split is not None:
             raise UserError(f"{path}: COCO captions files have no splits; drop --split")
-        for a in data["annotations"]:
-            if (
-                not isinstance(a, dict)
-                or "image_id" not in a
-                or not isinstance(a.get("caption"), str)
-            ):
-                raise UserError(f"{path}: bad annotation {str(a)[:80]}")
-            refs.setdefault(canonical_id(a["image_id"]), []).append(a["caption"].strip())
-        return refs
-    wanted = _split_names(split)
-    seen_splits: set[str] = set()
-    for pos, img in enumerate(data["images"]):
-        if not isinstance(img, dict):
-            raise UserError(f"{path}: bad image entry {str(img)[:80]}")
-        img_split = str(img.get("split", ""))
-        seen_splits.add(img_split)
-        if wanted is not None and img_split.lower() not in wanted:
-            continue
-        caps = [
-            (s.get("raw") or " ".join(s.get("tokens", []))).strip()
-            for s in img.get("sentences", [])
-            if isinstance(s, dict)
-        ]
-        caps = [c for c in caps if c]
-        if caps:
-            raw_id = img.get("cocoid", img.get("imgid", pos))
-            refs.setdefault(canonical_id(raw_id), []).extend(caps)
-    if wanted is not None and not refs:
-        known = ", ".join(sorted(s for s in seen_splits if s)) or "none"
-        raise UserError(f"{path}: no images in split {split!r} (splits: {known})")
+        records = load_records(fmt, path, captions_only=True, parsed_json=data, report=report)
+    if report.bad_rows:
+        raise UserError(f"{path}: {report.bad_rows} malformed {_BAD_ROWS[fmt]}")
+    if split is not None:
+        wanted = normalize_split(split)
+        records = [r for r in records if r.split == wanted]
+        if not records:
+            known = ", ".join(sorted(report.split_names)) or "none"
+            raise UserError(f"{path}: no images in split {split!r} (splits: {known})")
+    refs: dict[ImageId, list[str]] = {}
+    for record in records:
+        refs.setdefault(canonical_id(record.id), []).extend(record.captions)
     return refs
-
-
-def _split_names(split: str | None) -> set[str] | None:
-    if split is None:
-        return None
-    name = split.strip().lower()
-    if name in ("dev", "validation", "valid"):
-        return {"val", "dev", "validation"}
-    if name == "train":
-        return {"train", "restval"}
-    return {name}
 
 
 def load_preds(path: str | os.PathLike) -> dict[ImageId, str]:
