@@ -17,6 +17,7 @@ from mlx_caption.metrics import (
     ptb_tokenize_lines,
     reference_agreement,
     score_captions,
+    scoring,
     tokenize_python,
 )
 
@@ -312,7 +313,8 @@ def test_metric_selection_and_per_image():
 
 
 def test_auto_without_java_falls_back(monkeypatch):
-    monkeypatch.setattr(metrics, "java_available", lambda: False)
+    # Patched where the scorers look it up: the package's re-export would not reach them.
+    monkeypatch.setattr(scoring, "java_available", lambda: False)
     refs = {1: ["a dog runs", "a dog"], 2: ["two men", "men talk"]}
     out = score_captions(refs, {1: "a dog", 2: "two men"})
     assert out["tokenizer"] == "ptb-python" and out["meteor_available"] is False
@@ -324,12 +326,12 @@ def test_auto_without_java_falls_back(monkeypatch):
 def test_java_failures_degrade_under_auto(monkeypatch):
     refs = {1: ["a dog runs", "a dog"], 2: ["two men", "men talk"]}
     preds = {1: "a dog", 2: "two men"}
-    monkeypatch.setattr(metrics, "java_available", lambda: True)
+    monkeypatch.setattr(scoring, "java_available", lambda: True)
 
     def broken_java(captions):
         raise RuntimeError("PTBTokenizer failed: boom")
 
-    monkeypatch.setattr(metrics, "tokenize_java", broken_java)
+    monkeypatch.setattr(scoring, "tokenize_java", broken_java)
     with pytest.warns(UserWarning, match="Python one"):
         out = score_captions(refs, preds, metrics=NO_METEOR)
     assert out["tokenizer"] == "ptb-python"
@@ -340,9 +342,9 @@ def test_java_failures_degrade_under_auto(monkeypatch):
         def compute_score(self, gts, res):
             raise RuntimeError("METEOR process ended unexpectedly")
 
-    monkeypatch.setattr(metrics, "tokenize_java", tokenize_python)
-    monkeypatch.setattr(metrics, "_get_meteor", DeadMeteor)
-    monkeypatch.setattr(metrics, "close_meteor", lambda: None)  # keep the shared JVM alive
+    monkeypatch.setattr(scoring, "tokenize_java", tokenize_python)
+    monkeypatch.setattr(scoring, "shared_meteor", DeadMeteor)
+    monkeypatch.setattr(scoring, "close_meteor", lambda: None)  # keep the shared JVM alive
     with pytest.warns(UserWarning, match="METEOR failed"):
         out = score_captions(refs, preds, tokenizer="java")
     assert out["tokenizer"] == "ptb-java" and out["METEOR"] is None
@@ -401,6 +403,40 @@ def test_load_refs_karpathy_split_and_ids(tmp_path):
         17: ["caption 9 a", "tok 9"],
         1: ["caption 10 a", "tok 10"],
     }
+
+
+def test_load_refs_reads_captions_only(tmp_path):
+    # References whose images live elsewhere (or nowhere) still load: scoring opens none.
+    path = tmp_path / "dataset_flickr8k.json"
+    images = [
+        {"filepath": "../../images", "filename": "a.jpg", "split": "dev", "imgid": 4},
+        {"filepath": "/data", "filename": "b.jpg", "split": "val", "imgid": 5},
+        {"filepath": "", "filename": "c.jpg", "split": "test", "imgid": 6},
+    ]
+    for n, img in enumerate(images):
+        img["sentences"] = [{"raw": f"caption {n}"}]
+    path.write_text(json.dumps({"images": images}))
+    # The data loaders' split aliases: "dev" is "val" (as in training and mlx-caption eval).
+    assert load_refs(path, split="val") == {4: ["caption 0"], 5: ["caption 1"]}
+    assert load_refs(path, split="validation") == load_refs(path, split="dev")
+    with pytest.raises(UserError, match=r"no images in split 'train' \(splits: dev, test, val\)"):
+        load_refs(path, split="train")
+
+
+def test_load_refs_refuses_damaged_files(tmp_path):
+    # Skipping a bad line would change the scores silently: refused instead.
+    token = tmp_path / "captions.token"
+    token.write_text("a.jpg#0\tA dog.\nb.jpg#0 without a tab\n")
+    with pytest.raises(UserError, match=r"1 malformed line\(s\) \(not 'IMAGE#K<TAB>caption'\)"):
+        load_refs(token)
+    karpathy = tmp_path / "dataset.json"
+    karpathy.write_text(json.dumps({"images": [{"split": "test", "sentences": []}, 3]}))
+    with pytest.raises(UserError, match="2 malformed image entries"):
+        load_refs(karpathy)
+    coco = tmp_path / "captions.json"
+    coco.write_text(json.dumps({"images": [{"id": 1}], "annotations": [{"caption": "x"}]}))
+    with pytest.raises(UserError, match="2 malformed entries \\(annotations without an 'image_id'"):
+        load_refs(coco)
 
 
 @needs_flickr

@@ -131,6 +131,71 @@ def test_coco_split_from_name(tmp_path):
     assert load_records("coco", ann, tmp_path / "im", split="test")[0].split == "test"
 
 
+def test_captions_only_needs_no_images(tmp_path):
+    # For scoring: no image folder, image paths kept as written, nothing refused.
+    data = {
+        "images": [
+            {
+                "filepath": "..",
+                "filename": "escape.jpg",
+                "split": "restval",
+                "imgid": 1,
+                "sentences": [{"raw": "A dog."}],
+            },
+            {
+                "filepath": "val2014",
+                "filename": "a.jpg",
+                "split": "dev",
+                "cocoid": 7,
+                "sentences": [{"raw": "A cat."}],
+            },
+            {"split": "test", "sentences": [{"raw": "no file name"}]},
+        ]
+    }
+    ann = tmp_path / "dataset_coco.json"
+    ann.write_text(json.dumps(data))
+    missing = tmp_path / "no-images-here"
+    report = LoadReport()
+    recs = load_records("karpathy", ann, missing, captions_only=True, report=report)
+    assert [(r.id, r.split, r.image) for r in recs] == [
+        (1, "train", "../escape.jpg"),
+        (7, "val", "val2014/a.jpg"),
+    ]
+    assert report.refused == [] and report.bad_rows == 1
+    assert report.split_names == {"restval", "dev"}  # as written, before the aliases
+    with pytest.raises(UserError, match="image folder not found"):
+        load_records("karpathy", ann, missing)
+    # An already parsed file is not read again.
+    ann.write_text("not JSON")
+    assert load_records("karpathy", ann, captions_only=True, parsed_json=data) == recs
+
+
+def test_captions_only_flickr_and_coco(tmp_path):
+    token = tmp_path / "captions.token"
+    token.write_text("/abs/a.jpg#0\tA dog.\nsub/b.jpg#0\tA cat.\nsub/b.jpg#1\tA kitten.\n")
+    recs = load_records("flickr", token, captions_only=True)
+    assert [(r.id, r.image, r.captions) for r in recs] == [
+        ("a", "/abs/a.jpg", ["A dog."]),
+        ("b", "sub/b.jpg", ["A cat.", "A kitten."]),
+    ]
+    data = {
+        "images": [{"id": 1, "file_name": "1.jpg"}, {"id": 3, "file_name": "/etc/passwd"}],
+        "annotations": [
+            {"image_id": 3, "id": 13, "caption": "kept: nothing is opened"},
+            {"image_id": 1, "id": 10, "caption": "a red square"},
+        ],
+    }
+    ann = tmp_path / "captions_val2014.json"
+    ann.write_text(json.dumps(data))
+    report = LoadReport()
+    recs = load_records("coco", ann, captions_only=True, report=report)
+    assert [(r.id, r.split, r.image) for r in recs] == [
+        (1, "val", "1.jpg"),
+        (3, "val", "/etc/passwd"),
+    ]
+    assert report.refused == []
+
+
 def test_csv_grouped_custom_columns(tmp_path):
     root = tmp_path / "pics"
     _jpeg(root / "x.jpg")

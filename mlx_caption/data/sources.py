@@ -19,7 +19,9 @@ Formats (``load_records(format, annotations, images)``):
   split.
 
 Every image path must stay inside the image root: ``../``, absolute paths elsewhere and
-symlinks that lead out are refused and counted, never opened.
+symlinks that lead out are refused and counted, never opened. ``captions_only=True`` is for
+callers that never open an image (``mlx-caption score``): no image root is needed, nothing is
+refused, and ``Record.image`` is the path as the annotations write it.
 
 :class:`ImageValidator` opens each file once (Pillow ``verify`` plus a full decode) and
 remembers the verdict keyed by path, mtime and size (in memory, optionally in a JSON file),
@@ -34,7 +36,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +47,9 @@ from mlx_caption.errors import UserError
 FORMATS = ("karpathy", "flickr", "coco", "csv", "jsonl", "folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_ALIASES = {"restval": "train", "dev": "val", "validation": "val", "valid": "val"}
+
+# Turns an annotation's image path parts into the record's image path, or None if refused.
+Resolve = Callable[..., str | None]
 
 
 @dataclass
@@ -65,6 +70,9 @@ class LoadReport:
     no_captions: list[tuple[str, str]] = field(default_factory=list)  # (split, path)
     unlisted: int = 0  # flickr: images in no split file
     bad_rows: int = 0  # lines / rows that could not be parsed
+    # karpathy: split names as the file writes them, before SPLIT_ALIASES (for messages that
+    # should name what the user sees in the file, like "restval").
+    split_names: set[str] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +91,11 @@ def normalize_split(name: str | None, default: str = "train") -> str:
     return SPLIT_ALIASES.get(name, name)
 
 
+def _as_written(*parts: str, split: str) -> str:
+    """The image path as the annotations write it (captions only: nothing will open it)."""
+    return "/".join(p for p in parts if p)
+
+
 class _Resolver:
     """Joins annotation paths onto the image root and refuses any that leave it."""
 
@@ -91,7 +104,7 @@ class _Resolver:
         self.report = report
 
     def __call__(self, *parts: str, split: str) -> str | None:
-        written = "/".join(p for p in parts if p)
+        written = _as_written(*parts, split=split)
         joined = os.path.join(self.root, *[p for p in parts if p])
         # realpath follows symlinks: a link inside the root that points outside is refused.
         real = os.path.realpath(joined)
@@ -121,16 +134,16 @@ def _keep(records: list[Record], report: LoadReport, image: str | None, caps, sp
 # --------------------------------------------------------------------------- formats
 
 
-def _karpathy(ann: Path, root: Path, split: str | None, report: LoadReport) -> list[Record]:
-    data = _read_json(ann)
+def _karpathy(ann: Path, data: Any, resolve: Resolve, report: LoadReport) -> list[Record]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError(f"{ann}: not a Karpathy split file (no 'images' list)")
-    resolve = _Resolver(root, report)
     records: list[Record] = []
     for k, e in enumerate(data["images"]):
         if not isinstance(e, dict) or "filename" not in e:
             report.bad_rows += 1
             continue
+        if e.get("split"):
+            report.split_names.add(str(e["split"]))
         s = normalize_split(e.get("split"))
         caps = [
             sent.get("raw") or " ".join(sent.get("tokens", []))
@@ -170,7 +183,7 @@ def _split_files(ann: Path, given: dict[str, str | Path] | None) -> dict[str, st
 
 def _flickr(
     ann: Path,
-    root: Path,
+    resolve: Resolve,
     split: str | None,
     report: LoadReport,
     split_files: dict[str, str | Path] | None,
@@ -193,7 +206,6 @@ def _flickr(
     if not grouped:
         raise UserError(f"{ann}: no 'IMAGE#K<TAB>caption' lines found")
     splits = _split_files(ann, split_files)
-    resolve = _Resolver(root, report)
     records: list[Record] = []
     for name, caps in grouped.items():
         if splits:
@@ -209,8 +221,9 @@ def _flickr(
     return records
 
 
-def _coco(ann: Path, root: Path, split: str | None, report: LoadReport) -> list[Record]:
-    data = _read_json(ann)
+def _coco(
+    ann: Path, data: Any, resolve: Resolve, split: str | None, report: LoadReport
+) -> list[Record]:
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise UserError(f"{ann}: not a COCO captions file (needs 'images' and 'annotations')")
     if split is None:
@@ -223,7 +236,6 @@ def _coco(ann: Path, root: Path, split: str | None, report: LoadReport) -> list[
             report.bad_rows += 1
             continue
         caps.setdefault(a["image_id"], []).append(a.get("caption", ""))
-    resolve = _Resolver(root, report)
     records: list[Record] = []
     for img in data["images"]:
         if not isinstance(img, dict) or "file_name" not in img:
@@ -276,7 +288,7 @@ def _rows_jsonl(ann: Path, report: LoadReport) -> list[dict[str, Any]]:
 
 def _table(
     rows: list[dict[str, Any]],
-    root: Path,
+    resolve: Resolve,
     split: str | None,
     report: LoadReport,
     columns: dict[str, str],
@@ -304,7 +316,6 @@ def _table(
         )
         value = row.get(cap_col)
         g["caps"].extend(value if isinstance(value, list) else [value])
-    resolve = _Resolver(root, report)
     records: list[Record] = []
     for name, g in grouped.items():
         # Without an id column the id is the path minus its suffix (unique, unlike the stem).
@@ -350,12 +361,19 @@ def load_records(
     split_column: str = "split",
     id_column: str = "id",
     report: LoadReport | None = None,
+    captions_only: bool = False,
+    parsed_json: Any = None,
 ) -> list[Record]:
     """Read an annotation source into records (see the module docstring for formats).
 
     ``images`` is the image root (default: the annotation file's folder; for ``folder`` the
     annotations argument itself may be the folder). ``split`` sets the split where the source
     has none. Pass a :class:`LoadReport` to learn what was refused or skipped.
+
+    ``captions_only`` skips the image root (see the module docstring); ``folder`` still
+    needs its images, since they are what it lists. ``parsed_json`` is the annotations file's
+    content when the caller has already parsed it (``karpathy``, ``coco``), so a large file
+    is not read twice.
     """
     report = report if report is not None else LoadReport()
     fmt = format.lower()
@@ -369,17 +387,22 @@ def load_records(
     ann = Path(annotations)
     if not ann.is_file():
         raise UserError(f"annotations file not found: {ann}")
-    root = Path(images) if images is not None else ann.parent
-    if not root.is_dir():
-        raise UserError(f"image folder not found: {root}")
-    if fmt == "karpathy":
-        return _karpathy(ann, root, split, report)
+    if captions_only:
+        resolve: Resolve = _as_written
+    else:
+        root = Path(images) if images is not None else ann.parent
+        if not root.is_dir():
+            raise UserError(f"image folder not found: {root}")
+        resolve = _Resolver(root, report)
+    if fmt in ("karpathy", "coco"):
+        data = _read_json(ann) if parsed_json is None else parsed_json
+        if fmt == "karpathy":
+            return _karpathy(ann, data, resolve, report)
+        return _coco(ann, data, resolve, split, report)
     if fmt == "flickr":
         if unlisted not in ("drop",) and normalize_split(unlisted) not in ("train", "val", "test"):
             raise UserError(f"unlisted must be 'train', 'val', 'test' or 'drop', not {unlisted!r}")
-        return _flickr(ann, root, split, report, split_files, unlisted)
-    if fmt == "coco":
-        return _coco(ann, root, split, report)
+        return _flickr(ann, resolve, split, report, split_files, unlisted)
     columns = {
         "image": image_column,
         "caption": caption_column,
@@ -387,7 +410,7 @@ def load_records(
         "id": id_column,
     }
     rows = _rows_csv(ann) if fmt == "csv" else _rows_jsonl(ann, report)
-    return _table(rows, root, split, report, columns, ann)
+    return _table(rows, resolve, split, report, columns, ann)
 
 
 # --------------------------------------------------------------------------- validation
