@@ -5,13 +5,14 @@ import builtins
 import mlx.core as mx  # noqa: I001
 import numpy as np
 import pytest
+from prerequisites import require_module
 
 import mlx_caption  # noqa: F401  (before mlx.core)
 from mlx_caption.config import VisionConfig
 from mlx_caption.errors import UserError
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+require_module("torch", "torch (the [torch] extra)")
+require_module("transformers", "transformers (the [torch] extra)")
 
 from mlx_caption import bridge  # noqa: E402
 
