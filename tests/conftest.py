@@ -2,6 +2,8 @@
 
 import os
 
+from prerequisites import pytest_configure, pytest_runtest_setup  # noqa: F401  (the hooks)
+
 import mlx_caption  # noqa: F401
 
 # Tests never reach a hub: everything they load they make themselves.

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+from prerequisites import require_module
 
 from mlx_caption.app import heatmap
 from mlx_caption.app.checkpoints import checkpoint_mtime, find_checkpoints, is_checkpoint
@@ -374,7 +375,7 @@ def _app(monkeypatch, checkpoint: str, root: str):
 
 
 def test_page_without_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
-    pytest.importorskip("streamlit")
+    require_module("streamlit", "streamlit (the [app] extra)")
     at = _app(monkeypatch, "", str(tmp_path))
     assert not at.exception
     assert any("No captioner is loaded" in i.value for i in at.info)
@@ -382,7 +383,7 @@ def test_page_without_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
 
 
 def test_page_uploads(tiny, monkeypatch):
-    pytest.importorskip("streamlit")
+    require_module("streamlit", "streamlit (the [app] extra)")
     ckpt, paths = tiny
     at = _app(monkeypatch, str(ckpt), "/nonexistent")
     assert not at.exception

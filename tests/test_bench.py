@@ -6,14 +6,15 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from prerequisites import require_module
 
 from mlx_caption.bench import report, timing
 from mlx_caption.bench.encoder import SHAPES, TINY, vit_flops
 from mlx_caption.bench.suite import SuiteConfig, run_and_write, run_suite
 from mlx_caption.cli import main
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+require_module("torch", "torch (the [torch] extra)")
+require_module("transformers", "transformers (the [torch] extra)")
 
 
 def test_vit_flops_counts_matmuls():

@@ -6,13 +6,14 @@ import sys
 import mlx.core as mx  # noqa: I001
 import numpy as np
 import pytest
+from prerequisites import require_module
 
 import mlx_caption  # noqa: F401  (before mlx.core)
 from mlx_caption.errors import UserError
 from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+require_module("torch", "torch (the [torch] extra)")
+require_module("transformers", "transformers (the [torch] extra)")
 
 from mlx_caption import bridge  # noqa: E402
 from mlx_caption.models.clip import reference  # noqa: E402

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prerequisites import require, require_module
 
 pytestmark = pytest.mark.browser
 
@@ -32,14 +33,9 @@ UPLOAD_INPUT = '[data-testid="stFileUploader"] input[type=file]'
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 TIMEOUT_MS = 60_000
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run "
-        "the browser test",
-        allow_module_level=True,
-    )
-pytest.importorskip("playwright.sync_api", reason="the browser test needs pip's playwright")
-pytest.importorskip("streamlit", reason="the web page needs the [app] extra")
+require(Path(CHROMIUM).exists(), f"{CHROMIUM} (Debian's chromium: apt-get install chromium)")
+require_module("playwright.sync_api", "pip's playwright (the [dev] extra)")
+require_module("streamlit", "streamlit (the [app] extra)")
 
 
 def artifacts_dir() -> Path:

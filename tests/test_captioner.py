@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from app_fixtures import synthetic_images, tiny_checkpoint
 from mlx.utils import tree_flatten
 from PIL import Image
 
@@ -352,21 +353,111 @@ def test_caption_api_paths_and_pil(checkpoint, image_files):
     assert len(via_package) == 1
 
 
-def test_caption_cli_json(checkpoint, image_files, capsys):
-    code = main(["caption", "--checkpoint", str(checkpoint), *image_files, "--json"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0
-    rows = json.loads(out[-1])
-    assert [r["image"] for r in rows] == image_files
+def _generated(checkpoint, images, **options) -> list[tuple[str, float]]:
+    """(text, score) per image from ``generate`` on the preprocessed files: what the CLI owes."""
     model, tok = load_captioner(checkpoint)
-    pixels = preprocess_paths(image_files, model.config.vision.preprocess)
-    expected = generate(model, pixels, tok)
-    assert [r["caption"] for r in rows] == [c.text for c in expected]
-    assert [r["score"] for r in rows] == pytest.approx([c.score for c in expected], abs=1e-5)
+    pixels = preprocess_paths(images, model.config.vision.preprocess)
+    config = DecodingConfig(**options)
+    return [(c.text, c.score) for c in generate(model, pixels, tok, config=config)]
 
-    code = main(["caption", "--checkpoint", str(checkpoint), image_files[0], "--beam", "3"])
-    assert code == 0
-    assert capsys.readouterr().out.startswith(image_files[0] + "\t")
+
+def _caption_cli_json(capsys, checkpoint, images, *flags) -> list[dict]:
+    assert main(["caption", "--checkpoint", str(checkpoint), *images, *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _assert_rows_equal(rows, images, expected):
+    assert [r["image"] for r in rows] == list(images)
+    assert [r["caption"] for r in rows] == [text for text, _ in expected]
+    # The CLI rounds scores to 6 decimals.
+    assert [r["score"] for r in rows] == pytest.approx([s for _, s in expected], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "flags, options", [([], {}), (["--beam", "3"], {"strategy": "beam", "num_beams": 3})]
+)
+def test_caption_cli_prints_what_generate_returns(checkpoint, image_files, capsys, flags, options):
+    expected = _generated(checkpoint, image_files, **options)
+    _assert_rows_equal(
+        _caption_cli_json(capsys, checkpoint, image_files, *flags), image_files, expected
+    )
+
+    assert main(["caption", "--checkpoint", str(checkpoint), *image_files, *flags]) == 0
+    # Compared whole: a random captioner's text may hold any character, line breaks included.
+    lines = "".join(
+        f"{path}\t{text}\n" for path, (text, _) in zip(image_files, expected, strict=True)
+    )
+    assert capsys.readouterr().out == lines
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny captioner trained for a few steps on synthetic shapes, and three images it did
+    not see. Its captions are words that end (``<end>``) yet are far from certain, so each
+    decoding option has something to change."""
+    folder = tmp_path_factory.mktemp("trained")
+    paths, captions = synthetic_images(folder / "data", images=11, size=32)
+    first_captions = captions[::5]  # five captions per synthetic image
+    checkpoint = tiny_checkpoint(
+        folder / "captioner",
+        captions=captions,
+        images=paths[:8],
+        image_captions=first_captions[:8],
+        steps=15,
+    )
+    return checkpoint, [str(p) for p in paths[8:]]
+
+
+# Every decoding flag of `mlx-caption caption`: (its arguments, the DecodingConfig fields they
+# set, a setting of other flags under which it changes the trained captioner's captions, and
+# that setting's fields). The flag comes after the setting, so `--seed 1` overrides `--seed 0`.
+SAMPLING = (["--sample", "--seed", "0"], {"strategy": "sample", "seed": 0})
+FLAG_CASES = {
+    "--beam": (["--beam", "3"], {"strategy": "beam", "num_beams": 3}, [], {}),
+    "--max-length": (["--max-length", "4"], {"max_length": 4}, [], {}),
+    # No repeated tokens makes greedy end early; --min-length keeps it going.
+    "--min-length": (
+        ["--min-length", "16"],
+        {"min_length": 16},
+        ["--no-repeat-ngram", "1"],
+        {"no_repeat_ngram_size": 1},
+    ),
+    "--length-penalty": (
+        ["--length-penalty", "0"],
+        {"length_penalty": 0.0},
+        ["--beam", "3"],
+        {"strategy": "beam", "num_beams": 3},
+    ),
+    "--no-repeat-ngram": (["--no-repeat-ngram", "1"], {"no_repeat_ngram_size": 1}, [], {}),
+    "--repetition-penalty": (["--repetition-penalty", "3"], {"repetition_penalty": 3.0}, [], {}),
+    "--sample": (["--sample"], {"strategy": "sample"}, ["--seed", "0"], {"seed": 0}),
+    "--temperature": (["--temperature", "3"], {"temperature": 3.0}, *SAMPLING),
+    "--top-k": (["--top-k", "1"], {"top_k": 1}, *SAMPLING),
+    "--top-p": (["--top-p", "0.05"], {"top_p": 0.05}, *SAMPLING),
+    "--seed": (["--seed", "1"], {"seed": 1}, *SAMPLING),
+}
+
+
+def test_every_decoding_flag_has_a_case(capsys, monkeypatch):
+    monkeypatch.setenv("PYTHON_COLORS", "0")  # plain help text on Python 3.14+ too
+    with pytest.raises(SystemExit):
+        main(["caption", "--help"])
+    section = capsys.readouterr().out.split("\ndecoding:\n", 1)[1].split("\n\n", 1)[0]
+    flags = {line.split()[0] for line in section.splitlines() if line.startswith("  --")}
+    assert flags == set(FLAG_CASES)
+
+
+@pytest.mark.parametrize("flag", list(FLAG_CASES))
+def test_caption_cli_decoding_flag_reaches_the_decoder(trained, capsys, flag):
+    checkpoint, images = trained
+    flag_args, flag_options, setting_args, setting_options = FLAG_CASES[flag]
+    rows = _caption_cli_json(capsys, checkpoint, images, *setting_args, *flag_args)
+    expected = _generated(checkpoint, images, **{**setting_options, **flag_options})
+    _assert_rows_equal(rows, images, expected)
+
+    without_flag = _generated(checkpoint, images, **setting_options)
+    rounded = [[(text, round(score, 4)) for text, score in r] for r in (expected, without_flag)]
+    assert rounded[0] != rounded[1], f"{flag} changes nothing here: the case shows nothing"
 
 
 def test_caption_cli_errors(checkpoint, image_files, tmp_path, capsys):

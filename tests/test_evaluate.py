@@ -8,7 +8,10 @@ from app_fixtures import tiny_checkpoint
 
 from mlx_caption.cli import main
 from mlx_caption.commands.eval import guess_format
+from mlx_caption.data.preprocess import preprocess_paths
 from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
+from mlx_caption.generate import DecodingConfig, generate
+from mlx_caption.loading import load_captioner
 from mlx_caption.metrics import score_captions
 
 
@@ -35,6 +38,21 @@ def checkpoint(tmp_path_factory, dataset) -> Path:
     )
 
 
+def _generated_for_test_split(dataset, checkpoint, **options) -> dict[int, str]:
+    """``generate``'s captions of the test split's images, by image id: what eval owes."""
+    data = json.loads((dataset / DATASET_FILE).read_text())
+    test = [im for im in data["images"] if im["split"] == "test"]
+    model, tok = load_captioner(checkpoint)
+    paths = [dataset / im["filepath"] / im["filename"] for im in test]
+    pixels = preprocess_paths(paths, model.config.vision.preprocess)
+    captions = generate(model, pixels, tok, config=DecodingConfig(**options))
+    return {im["imgid"]: c.text for im, c in zip(test, captions, strict=True)}
+
+
+def _predictions(out: Path) -> dict[int, str]:
+    return {p["image_id"]: p["caption"] for p in json.loads((out / "predictions.json").read_text())}
+
+
 def test_eval_writes_predictions_metrics_and_gallery(tmp_path, dataset, checkpoint, capsys):
     out = tmp_path / "eval"
     argv = ["eval", "--checkpoint", str(checkpoint), "--data", str(dataset / DATASET_FILE)]
@@ -49,6 +67,8 @@ def test_eval_writes_predictions_metrics_and_gallery(tmp_path, dataset, checkpoi
     assert {p["image_id"] for p in preds} == test_ids
     assert all(isinstance(p["caption"], str) and p["caption"] for p in preds)
     assert metrics["images"] == len(test_ids)
+    beam_2 = {"strategy": "beam", "num_beams": 2}
+    assert _predictions(out) == _generated_for_test_split(dataset, checkpoint, **beam_2)
 
     # The metrics equal scoring the written predictions against the references directly.
     refs = {
@@ -67,6 +87,21 @@ def test_eval_writes_predictions_metrics_and_gallery(tmp_path, dataset, checkpoi
     assert page.count('class="card"') == 3
     assert page.count("<figure>") >= 3  # one heat map per generated word
     assert "data:image/png;base64," in page
+
+
+def test_eval_decoding_flags_reach_the_decoder(tmp_path, dataset, checkpoint, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--checkpoint", str(checkpoint), "--data", str(dataset / DATASET_FILE)]
+    argv += ["--out", str(out), "--gallery", "0", "--metrics-tokenizer", "python", "--json"]
+    argv += ["--beam", "1", "--max-length", "8", "--no-repeat-ngram", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    options = {"strategy": "greedy", "max_length": 8, "no_repeat_ngram_size": 1}
+    predicted = _predictions(out)
+    assert predicted == _generated_for_test_split(dataset, checkpoint, **options)
+    # Eval's own default (beam search over 3, up to the decoder's length) says something else.
+    default = {"strategy": "beam", "num_beams": 3}
+    assert predicted != _generated_for_test_split(dataset, checkpoint, **default)
 
 
 def test_eval_refuses_unknown_split(dataset, checkpoint, capsys):

@@ -5,7 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
-from shared_data import FLICKR8K
+from prerequisites import requires
+from shared_data import FLICKR8K, needs_flickr8k
 
 from mlx_caption import metrics
 from mlx_caption.errors import UserError
@@ -22,10 +23,10 @@ from mlx_caption.metrics import (
 )
 
 FLICKR_DIR = FLICKR8K
-needs_flickr = pytest.mark.skipif(
-    not (FLICKR_DIR / "Flickr8k.token.txt").is_file(), reason="Flickr8k captions not present"
+needs_flickr = needs_flickr8k
+needs_java = requires(
+    metrics.java_available(), "a working java (pycocoevalcap's PTB tokenizer, METEOR)"
 )
-needs_java = pytest.mark.skipif(not metrics.java_available(), reason="no working java")
 KEYS = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
 NO_METEOR = ["Bleu", "ROUGE_L", "CIDEr"]
 

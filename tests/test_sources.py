@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from shared_data import FLICKR8K
+from shared_data import FLICKR8K, needs_flickr8k
 
 from mlx_caption.cli import main
 from mlx_caption.data.sources import (
@@ -81,6 +81,7 @@ def test_karpathy(tmp_path):
     assert len(report.no_captions) == 1
 
 
+@needs_flickr8k
 def test_flickr_real_captions_and_split_files(tmp_path):
     lines = (FLICKR_DIR / "Flickr8k.token.txt").read_text(encoding="utf-8").splitlines()[:50]
     names = list(dict.fromkeys(line.split("#")[0] for line in lines))  # 10 images

@@ -4,20 +4,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import FLICKR8K
+from prerequisites import in_ci, missing
+from shared_data import FLICKR8K_CAPTIONS as FLICKR
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from mlx_caption.errors import UserError
 from mlx_caption.tokenizer import CaptionTokenizer
-
-FLICKR = FLICKR8K / "Flickr8k.token.txt"
 
 
 def _flickr_captions(n: int = 3000) -> list[str]:
     if FLICKR.exists():
         lines = FLICKR.read_text(encoding="utf-8").splitlines()[:n]
         return [line.split("\t", 1)[1] for line in lines]
-    # Fallback so the suite also runs where the shared data is absent.
+    # Fallback so the suite also runs where the shared data is absent; CI must have it.
+    if in_ci():
+        missing(f"{FLICKR} (the shared Flickr8k captions)")
     base = ["A dog runs on the grass .", "Two children play in a park .", "A man rides a bike ."]
     return base * (n // len(base))
 

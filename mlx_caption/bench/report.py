@@ -59,6 +59,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
+def _one_row_table(section: dict[str, Any], columns: dict[str, str]) -> list[str]:
+    """A one-row table of a section's figures: ``columns`` maps each header to its key."""
+    return _table(list(columns), [[section.get(key) for key in columns.values()]])
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report as markdown."""
     sysinfo = results.get("system", {})
@@ -138,17 +143,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"## End to end: encode + beam-{e2e['num_beams']} decoding of {e2e['tokens']} tokens",
             "",
         ]
-        lines += _table(
-            ["batch", "MLX captions/s", "bridge captions/s", "MLX / bridge", "same captions"],
-            [
-                [
-                    e2e["batch"],
-                    e2e["mlx_captions_per_s"],
-                    e2e.get("bridge_captions_per_s"),
-                    e2e.get("ratio"),
-                    e2e.get("same_captions"),
-                ]
-            ],
+        lines += _one_row_table(
+            e2e,
+            {
+                "batch": "batch",
+                "MLX captions/s": "mlx_captions_per_s",
+                "bridge captions/s": "bridge_captions_per_s",
+                "MLX / bridge": "ratio",
+                "same captions": "same_captions",
+            },
         )
 
     dec = results.get("decode")
@@ -161,17 +164,15 @@ def markdown(results: dict[str, Any]) -> str:
             "itself for reference.",
             "",
         ]
-        lines += _table(
-            ["KV cache tok/s", "recompute tok/s", "speedup", "generate tok/s", "same tokens"],
-            [
-                [
-                    dec["kv_cache_tokens_per_s"],
-                    dec["recompute_tokens_per_s"],
-                    dec["kv_cache_speedup"],
-                    dec["library_tokens_per_s"],
-                    dec["same_tokens"],
-                ]
-            ],
+        lines += _one_row_table(
+            dec,
+            {
+                "KV cache tok/s": "kv_cache_tokens_per_s",
+                "recompute tok/s": "recompute_tokens_per_s",
+                "speedup": "kv_cache_speedup",
+                "generate tok/s": "library_tokens_per_s",
+                "same tokens": "same_tokens",
+            },
         )
 
     tr = results.get("train")
@@ -204,23 +205,15 @@ def markdown(results: dict[str, Any]) -> str:
         if "skipped" in data:
             lines += [f"Skipped: {data['skipped']}", ""]
         else:
-            lines += _table(
-                [
-                    "images",
-                    "source px",
-                    "stream img/s",
-                    "Pillow exact img/s",
-                    "Pillow bilinear img/s",
-                ],
-                [
-                    [
-                        data.get("images"),
-                        data.get("source_px"),
-                        data.get("stream_images_per_s"),
-                        data.get("pillow_exact_images_per_s"),
-                        data.get("pillow_bilinear_images_per_s"),
-                    ]
-                ],
+            lines += _one_row_table(
+                data,
+                {
+                    "images": "images",
+                    "source px": "source_px",
+                    "stream img/s": "stream_images_per_s",
+                    "Pillow exact img/s": "pillow_exact_images_per_s",
+                    "Pillow bilinear img/s": "pillow_bilinear_images_per_s",
+                },
             )
 
     prof = results.get("profile")

@@ -71,7 +71,7 @@ class SuiteConfig:
 
     @classmethod
     def quick_run(cls) -> SuiteConfig:
-        """Fewer repeats and no ViT-B/16 batch 32: about 3 minutes on 2 idle cores."""
+        """Fewer repeats and no ViT-B/16 batch 32: a shorter run than :meth:`full`, for checks."""
         return cls(
             encoder={"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8]},
             repeats=3,
@@ -156,9 +156,16 @@ def run_suite(
         },
     }
 
+    # Each section runs until the next one starts (model building counts to the next section).
     section_start: dict[str, float] = {}
+
+    def begin(section: str, message: str | None = None) -> None:
+        section_start[section] = time.perf_counter()
+        if message:
+            log(message)
+
     if "encoder" in cfg.sections:
-        section_start["encoder"] = time.perf_counter()
+        begin("encoder")
         rows, half = [], []
         for shape, batches in cfg.encoder.items():
             log(f"encoder {shape} batches {batches}")
@@ -201,10 +208,11 @@ def run_suite(
         )
 
     if "e2e" in cfg.sections:
-        section_start["e2e"] = time.perf_counter()
+        begin(
+            "e2e", f"end to end, batch {cfg.e2e_batch}, beam-{cfg.num_beams}, {cfg.tokens} tokens"
+        )
         from mlx_caption.bench.e2e import bench_e2e
 
-        log(f"end to end, batch {cfg.e2e_batch}, beam-{cfg.num_beams}, {cfg.tokens} tokens")
         results["e2e"] = bench_e2e(
             model,
             bridge_model,
@@ -216,10 +224,9 @@ def run_suite(
         )
 
     if "decode" in cfg.sections:
-        section_start["decode"] = time.perf_counter()
+        begin("decode", "decoding: KV cache against recompute")
         from mlx_caption.bench.decode import bench_kv_cache
 
-        log("decoding: KV cache against recompute")
         results["decode"] = bench_kv_cache(
             model,
             images=cfg.decode_images,
@@ -230,10 +237,9 @@ def run_suite(
         )
 
     if "train" in cfg.sections:
-        section_start["train"] = time.perf_counter()
+        begin("train", f"training, batch {cfg.train_batch}: {', '.join(cfg.train_modes)}")
         from mlx_caption.bench.train import bench_train
 
-        log(f"training, batch {cfg.train_batch}: {', '.join(cfg.train_modes)}")
         results["train"] = bench_train(
             model,
             bridge_model,
@@ -245,17 +251,15 @@ def run_suite(
         )
 
     if "data" in cfg.sections:
-        section_start["data"] = time.perf_counter()
+        begin("data", "data: mlx-data stream against a Pillow loop")
         from mlx_caption.bench.data import bench_data
 
-        log("data: mlx-data stream against a Pillow loop")
         results["data"] = bench_data(**cfg.data)
 
     if cfg.profile:
-        section_start["profile"] = time.perf_counter()
+        begin("profile", "profile: per-stage breakdown")
         from mlx_caption.bench.profile import profile_stages
 
-        log("profile: per-stage breakdown")
         results["profile"] = profile_stages(
             model,
             batch=cfg.profile_batch,
@@ -280,7 +284,6 @@ def run_suite(
     except OSError:
         results["load_end"] = None
     results["elapsed_s"] = time.perf_counter() - start
-    # Each section runs until the next one starts (model building counts to the next section).
     marks = sorted(section_start.items(), key=lambda kv: kv[1]) + [("end", time.perf_counter())]
     results["section_seconds"] = {
         name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])

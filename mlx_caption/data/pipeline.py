@@ -1,6 +1,6 @@
 """Data streams: mlx-data for training, exact CLIP preprocessing for evaluation.
 
-Training (:func:`train_stream`): the epoch's plan (image order and which captions) is drawn
+Training (:class:`TrainStream`): the epoch's plan (image order and which captions) is drawn
 in NumPy from ``(seed, epoch)`` alone, so batch ``b`` of epoch ``e`` is the same whatever ran
 before, and a resumed run starts at ``start_batch`` without reading the batches it skips.
 Captions are tokenized for the epoch in one batched call. mlx-data then decodes, resizes
@@ -15,7 +15,7 @@ Files that mlx-data would decode wrongly (grayscale comes back with one channel,
 dropped, WebP is unreadable, EXIF rotation is ignored) are converted once to RGB PNGs by
 :func:`mlx_caption.data.preprocess.load_image`.
 
-Evaluation (:func:`eval_stream`): ordered, one item per image with its id and references,
+Evaluation (:class:`EvalStream`): ordered, one item per image with its id and references,
 preprocessed exactly as CLIP does (Pillow bicubic) in a few threads.
 """
 
@@ -77,6 +77,12 @@ class TrainStream:
     image ``i`` are rows ``i*k .. i*k+k-1``), and ``index`` points into the ``records`` passed
     in. With ``pixels=False`` the images are not loaded (for a feature cache: look the grids
     up by ``index``). Every batch is full: the last ragged one is dropped.
+
+    Options: ``captions`` ("random": one caption per image, drawn per epoch; "all": every
+    (image, caption) pair is a sample), ``captions_per_image`` (k caption rows per image),
+    ``augment`` (seeded random crop), ``hflip`` (off: captions name left and right),
+    ``pixels`` (False: tokens and indices only), ``prefetch``, ``threads``, ``validator``,
+    ``convert_dir``. ``start_batch`` skips the epoch's first batches without reading them.
     """
 
     def __init__(
@@ -220,38 +226,6 @@ class TrainStream:
         return _normalize(px, self.cfg)
 
 
-def train_stream(
-    records: Sequence[Record],
-    tokenizer: CaptionTokenizer,
-    preprocess_cfg: PreprocessConfig,
-    batch_size: int,
-    max_length: int,
-    seed: int = 0,
-    epoch: int = 0,
-    start_batch: int = 0,
-    **options: Any,
-) -> TrainStream:
-    """The training batches of one epoch, from batch ``start_batch`` on (see :class:`TrainStream`).
-
-    Options: ``captions`` ("random": one caption per image, drawn per epoch; "all": every
-    (image, caption) pair is a sample), ``captions_per_image`` (k caption rows per image),
-    ``augment`` (seeded random crop), ``hflip`` (off: captions name left and right),
-    ``pixels`` (False: tokens and indices only), ``prefetch``, ``threads``, ``validator``,
-    ``convert_dir``.
-    """
-    return TrainStream(
-        records,
-        tokenizer,
-        preprocess_cfg,
-        batch_size,
-        max_length,
-        seed,
-        epoch,
-        start_batch,
-        **options,
-    )
-
-
 class EvalStream:
     """Ordered evaluation batches with exact CLIP preprocessing.
 
@@ -310,8 +284,6 @@ class EvalStream:
                 }
 
 
-def eval_stream(
-    records: Sequence[Record], preprocess_cfg: PreprocessConfig, batch_size: int, **options: Any
-) -> EvalStream:
-    """Ordered evaluation batches (see :class:`EvalStream`)."""
-    return EvalStream(records, preprocess_cfg, batch_size, **options)
+# The names callers use: a stream is built per epoch (training) or per pass (evaluation).
+train_stream = TrainStream
+eval_stream = EvalStream
