@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_caption.models.clip import CLIPVisionConfig, clip_preprocess
+from mlx_caption.models.clip import CLIPVisionConfig
 
 
 @dataclass(frozen=True)
@@ -47,30 +47,13 @@ class ZooEntry:
         }
 
 
-def _clip(
-    name: str,
-    hub_id: str,
-    description: str,
-    hidden: int,
-    layers: int,
-    heads: int,
-    patch: int,
-    image: int = 224,
-    projection: int = 512,
-    act: str = "quick_gelu",
-) -> ZooEntry:
+def _clip(name: str, hub_id: str, description: str, **arch: Any) -> ZooEntry:
+    """A CLIP vision tower: ``arch`` holds what differs from ViT-B/32 (the MLP is 4x wide;
+    every checkpoint here has a 512- or 768-wide projection and CLIP's processor)."""
+
     def make_config() -> CLIPVisionConfig:
-        return CLIPVisionConfig(
-            hidden_size=hidden,
-            intermediate_size=4 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            image_size=image,
-            patch_size=patch,
-            hidden_act=act,
-            projection_dim=projection,
-            preprocess=clip_preprocess(image),
-        )
+        arch.setdefault("projection_dim", 512)
+        return CLIPVisionConfig(intermediate_size=4 * arch.get("hidden_size", 768), **arch)
 
     return ZooEntry(name, hub_id, "clip", "encoder", description, make_config)
 
@@ -78,24 +61,27 @@ def _clip(
 ENTRIES: list[ZooEntry] = [
     _clip(
         "clip-vit-base-patch32", "openai/clip-vit-base-patch32",
-        "OpenAI CLIP ViT-B/32, 50 tokens", 768, 12, 12, 32,
+        "OpenAI CLIP ViT-B/32, 50 tokens",
     ),
     _clip(
         "clip-vit-base-patch16", "openai/clip-vit-base-patch16",
-        "OpenAI CLIP ViT-B/16, 197 tokens", 768, 12, 12, 16,
+        "OpenAI CLIP ViT-B/16, 197 tokens", patch_size=16,
     ),
     _clip(
         "clip-vit-large-patch14", "openai/clip-vit-large-patch14",
-        "OpenAI CLIP ViT-L/14, 257 tokens", 1024, 24, 16, 14, projection=768,
+        "OpenAI CLIP ViT-L/14, 257 tokens",
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+        projection_dim=768,
     ),
     _clip(
         "clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336",
-        "OpenAI CLIP ViT-L/14 at 336 px, 577 tokens", 1024, 24, 16, 14, image=336, projection=768,
+        "OpenAI CLIP ViT-L/14 at 336 px, 577 tokens",
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+        image_size=336, projection_dim=768,
     ),
     _clip(
         "laion-clip-vit-b32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
-        "OpenCLIP ViT-B/32 trained on LAION-2B (exact gelu), 50 tokens", 768, 12, 12, 32,
-        act="gelu",
+        "OpenCLIP ViT-B/32 trained on LAION-2B (exact gelu), 50 tokens", hidden_act="gelu",
     ),
 ]  # fmt: skip
 

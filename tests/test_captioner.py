@@ -333,8 +333,8 @@ def test_generate_from_pixels_features_and_image_tokens(tokenizer, checkpoint):
     pixels = mx.random.normal((2, 32, 32, 3))
     beam = DecodingConfig(strategy="beam", num_beams=2)
     a = generate(model, pixels, tok, config=beam)
-    b = decode(model, model.project(model.encode_features(pixels)), tok, beam)
-    c = decode(model, model.encode(pixels), tok, beam)
+    b = decode(model.decoder, model.project(model.encode_features(pixels)), tok, beam)
+    c = decode(model.decoder, model.encode(pixels), tok, beam)
     assert [x.token_ids for x in a] == [x.token_ids for x in b] == [x.token_ids for x in c]
     assert all(x.text == tok.decode(x.token_ids) for x in a)
 

@@ -31,7 +31,7 @@ from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.train.checkpoint import list_checkpoints, read_state
 from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimConfig
-from mlx_caption.train.schedule import GROUPS, build_optimizer, group_of, lr_at, warmup_decay
+from mlx_caption.train.schedule import GROUPS, WarmupDecay, build_optimizer, group_of
 from mlx_caption.train.step import TrainStep, caption_loss
 from mlx_caption.train.trainer import Trainer, set_trainable
 
@@ -114,7 +114,7 @@ def test_caption_loss_ignores_pad_with_label_smoothing():
 
 
 def test_schedule_warmup_then_cosine_to_floor():
-    sched = warmup_decay(1e-3, warmup_steps=10, total_steps=110, kind="cosine", min_ratio=0.1)
+    sched = WarmupDecay(1e-3, warmup_steps=10, total_steps=110, kind="cosine", min_ratio=0.1)
     got = [sched(mx.array(s, mx.uint64)).item() for s in (0, 4, 9, 10, 60, 110, 500)]
     assert got[0] == pytest.approx(1e-4)  # the very first update already moves
     assert got[1] == pytest.approx(5e-4)
@@ -123,13 +123,12 @@ def test_schedule_warmup_then_cosine_to_floor():
     assert got[4] == pytest.approx(1e-4 + 0.9e-3 * 0.5, rel=1e-5)  # half way down the cosine
     assert got[5] == pytest.approx(1e-4) and got[6] == pytest.approx(1e-4)
     for s in range(0, 120, 7):
-        assert sched(mx.array(s)).item() == pytest.approx(
-            lr_at(s, 1e-3, 10, 110, "cosine", 0.1), rel=1e-5
-        )
-    linear = warmup_decay(1.0, 0, 100, kind="linear")
-    assert linear(mx.array(50)).item() == pytest.approx(0.5)
+        assert sched(mx.array(s)).item() == pytest.approx(sched.at(s), rel=1e-5)
+    linear = WarmupDecay(1.0, 0, 100, kind="linear")
+    assert linear(mx.array(50)).item() == pytest.approx(0.5) == linear.at(50)
+    assert WarmupDecay(2.0, 4, 100, kind="constant").at(50) == 2.0
     with pytest.raises(UserError):
-        warmup_decay(1.0, 0, 10, kind="step")
+        WarmupDecay(1.0, 0, 10, kind="step")
 
 
 def test_parameter_groups_and_encoder_lr():

@@ -20,30 +20,29 @@ from mlx_caption.models.base import eval_mode
 
 
 def decode(
-    model: Any, image_tokens: mx.array, tokenizer: Any, config: DecodingConfig
+    decoder: Any, image_tokens: mx.array, tokenizer: Any, config: DecodingConfig
 ) -> list[Caption]:
-    """Generate captions from a captioner's image tokens (``model.encode(pixels)``).
+    """Generate captions from a captioner's image tokens (``captioner.encode(pixels)``).
 
-    ``model`` is any captioner that speaks the engine's protocol: ``special_tokens``,
-    ``vocab_size``, ``max_positions``, ``default_max_length``, ``decoding_memory``,
-    ``make_cache`` and ``decode_step``; ``tokenizer`` decodes its ids (``decode``) and
-    encodes a prompt (``encode_text``).
+    ``decoder`` is the captioner's ``.decoder``, which speaks the engine's protocol (see
+    :mod:`mlx_caption.generate`); ``tokenizer`` decodes its ids (``decode``) and encodes a
+    prompt (``encode_text``).
     """
     images = image_tokens.shape[0]
     if images == 0:
         return []
     prompt_ids = tokenizer.encode_text(config.prompt) if config.prompt else []
-    prefix = [*model.special_tokens.start, *prompt_ids]
-    cfg = config.resolved(model.max_positions - len(prefix) + 1, model.default_max_length)
-    with eval_mode(model):
-        memory = model.decoding_memory(image_tokens)
+    prefix = [*decoder.special_tokens.start, *prompt_ids]
+    cfg = config.resolved(decoder.max_positions - len(prefix) + 1, decoder.default_max_length)
+    with eval_mode(decoder):
+        memory = decoder.decoding_memory(image_tokens)
         if cfg.strategy == "beam":
             memory = repeat_rows(memory, cfg.num_beams)
-            run = DecodingRun(model, cfg, images * cfg.num_beams, prefix)
+            run = DecodingRun(decoder, cfg, images * cfg.num_beams, prefix)
             per_image = beam_search(run, memory, images)
         else:
             n = cfg.num_return_sequences
-            run = DecodingRun(model, cfg, images * n, prefix)
+            run = DecodingRun(decoder, cfg, images * n, prefix)
             per_image = _sampled_hypotheses(run, repeat_rows(memory, n), images, n)
     return [_caption(hyps[: cfg.num_return_sequences], tokenizer, prompt_ids) for hyps in per_image]
 
@@ -92,7 +91,8 @@ def generate(
     """Caption a batch of preprocessed images ``(B, H, W, 3)``.
 
     Args:
-        model: a captioner (ours, a pretrained one, or a bridge captioner).
+        model: a captioner (ours, a pretrained one, or a bridge captioner): ``encode`` and a
+            ``decoder`` that speaks the engine's protocol.
         pixels: the images, preprocessed with the model's processor.
         tokenizer: the model's tokenizer.
         strategy: ``"greedy"``, ``"beam"`` or ``"sample"`` (overrides ``config.strategy``).
@@ -107,7 +107,7 @@ def generate(
     cfg = cfg.replace(**options)
     with eval_mode(model):
         image_tokens = model.encode(mx.array(pixels))
-    return decode(model, image_tokens, tokenizer, cfg)
+    return decode(model.decoder, image_tokens, tokenizer, cfg)
 
 
 _LOADED: dict[str, tuple[Any, Any]] = {}

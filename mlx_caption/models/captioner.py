@@ -7,9 +7,9 @@ normalising it keeps the cross-attention keys well scaled whatever encoder is pl
 
 The three stages are explicit: :meth:`Captioner.encode_features` (pixels -> the encoder's raw
 grid, what a feature cache stores), :meth:`Captioner.project` (raw grid -> image tokens) and
-``model(image_tokens, tokens)`` (teacher-forced logits). For generation the model also
-speaks the engine's protocol (see :mod:`mlx_caption.generate`): ``encode``,
-``decoding_memory``, ``make_cache``, ``decode_step`` and ``special_tokens``.
+``model(image_tokens, tokens)`` (teacher-forced logits). For generation, ``encode`` gives the
+image tokens and ``model.decoder`` speaks the engine's protocol (see
+:mod:`mlx_caption.generate`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from mlx.utils import tree_flatten
 from mlx_caption.models.base import set_encoder_trainable
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig, TextDecoder
-from mlx_caption.models.layers import KVCache, gelu_tanh
+from mlx_caption.models.layers import gelu_tanh
 from mlx_caption.models.registry import build_encoder, encoder_config_from_dict
-from mlx_caption.tokens import CAPTION_TOKENS, SpecialTokens
 
 MODEL_TYPE = "mlx_caption"
 PROJECTORS = ("linear", "mlp")
@@ -87,8 +86,6 @@ class Captioner(nn.Module):
     encoder's grid from a feature cache.
     """
 
-    special_tokens: SpecialTokens = CAPTION_TOKENS  # the decoder's, for the engine
-
     def __init__(self, cfg: CaptionerConfig):
         super().__init__()
         self.config = cfg
@@ -116,37 +113,6 @@ class Captioner(nn.Module):
         """Logits ``(B, L, vocab)`` of ``tokens`` (B, L) given image tokens ``(B, T, d)``;
         ``padding_mask`` (B, L) is True for real tokens."""
         return self.decoder(tokens, image_tokens, padding_mask=padding_mask)
-
-    # ----------------------------------------------------------------- generation protocol
-    # The decoder speaks it (see TextDecoder); the captioner adds ``encode``.
-
-    @property
-    def vocab_size(self) -> int:
-        return self.decoder.vocab_size
-
-    @property
-    def max_positions(self) -> int:
-        return self.decoder.max_positions
-
-    @property
-    def default_max_length(self) -> int:
-        return self.decoder.default_max_length
-
-    def decoding_memory(self, image_tokens: mx.array) -> list[tuple[mx.array, mx.array]]:
-        return self.decoder.decoding_memory(image_tokens)
-
-    def make_cache(self, batch: int, max_length: int) -> list[KVCache]:
-        return self.decoder.make_cache(batch, max_length)
-
-    def decode_step(
-        self,
-        tokens: mx.array,
-        memory: list[tuple[mx.array, mx.array]],
-        cache: list[KVCache],
-        offset: int | mx.array,
-        return_attention: bool = False,
-    ) -> tuple[mx.array, mx.array | None]:
-        return self.decoder.decode_step(tokens, memory, cache, offset, return_attention)
 
     # ----------------------------------------------------------------- training set-up
 

@@ -32,11 +32,13 @@ class DecoderConfig:
     """The hand-written transformer text decoder."""
 
     vocab_size: int = 8192
+    max_length: int = 40  # learned positions; captions are padded/truncated to this
+    # Width and depth.
     hidden_size: int = 512
     num_layers: int = 6
     num_heads: int = 8
     intermediate_size: int = 2048
-    max_length: int = 40  # learned positions; captions are padded/truncated to this
+    # Regularisation, numerics, output head.
     dropout: float = 0.1
     layer_norm_eps: float = 1e-5
     tie_embeddings: bool = True

@@ -58,7 +58,7 @@ def evaluate_captioner(
             for key, rs in zip(batch["ids"], batch["references"], strict=True):
                 refs[key] = list(rs)
             if generate_captions:
-                caps = decode(model, grid, tokenizer, greedy)
+                caps = decode(model.decoder, grid, tokenizer, greedy)
                 for key, cap in zip(batch["ids"], caps, strict=True):
                     preds[key] = cap.text
     n = max(sums["count"], 1.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -28,59 +29,58 @@ Schedule = Callable[[mx.array], mx.array]
 GROUPS = ("encoder_decay", "encoder_no_decay", "decay", "no_decay")
 
 
-def lr_at(
-    step: int | float,
-    peak: float,
-    warmup_steps: int,
-    total_steps: int,
-    kind: str = "cosine",
-    min_ratio: float = 0.0,
-) -> float:
-    """The learning rate after ``step`` optimizer updates (plain Python, for logs and tests)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    if kind == "constant":
-        return peak
-    decay = max(1, total_steps - warmup_steps)
-    t = min(1.0, max(0.0, (step - warmup_steps) / decay))
-    floor = peak * min_ratio
-    if kind == "linear":
-        return floor + (peak - floor) * (1.0 - t)
-    if kind == "cosine":
-        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-    raise UserError(f"unknown lr schedule {kind!r} (use cosine, linear or constant)")
+KINDS = ("cosine", "linear", "constant")
 
 
-def warmup_decay(
-    peak: float,
-    warmup_steps: int,
-    total_steps: int,
-    kind: str = "cosine",
-    min_ratio: float = 0.0,
-) -> Schedule:
-    """Linear warmup from ``peak / warmup_steps`` to ``peak``, then cosine/linear/no decay.
+@dataclass(frozen=True)
+class WarmupDecay:
+    """Linear warmup from ``peak / warmup_steps`` to ``peak``, then cosine/linear/no decay to
+    ``peak * min_ratio`` at ``total_steps``.
 
-    The first update (step 0) already uses a non-zero lr so no step is wasted. Same numbers as
-    :func:`lr_at`, computed with ``mx`` ops so it works inside a compiled step.
+    Calling it on an ``mx.array`` step gives the lr with ``mx`` ops (so it works inside a
+    compiled step and as an optimizer's ``learning_rate``); :meth:`at` is the same in plain
+    Python, for logs and as the reference the tests check the first against. The first update
+    (step 0) already uses a non-zero lr so no step is wasted.
     """
-    if kind not in ("cosine", "linear", "constant"):
-        raise UserError(f"unknown lr schedule {kind!r} (use cosine, linear or constant)")
-    decay = float(max(1, total_steps - warmup_steps))
-    floor = peak * min_ratio
 
-    def schedule(step: mx.array) -> mx.array:
+    peak: float
+    warmup_steps: int
+    total_steps: int
+    kind: str = "cosine"
+    min_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserError(f"unknown lr schedule {self.kind!r} (use {', '.join(KINDS)})")
+
+    @property
+    def _decay_steps(self) -> int:
+        return max(1, self.total_steps - self.warmup_steps)
+
+    def __call__(self, step: mx.array) -> mx.array:
+        peak, warmup, floor = self.peak, self.warmup_steps, self.peak * self.min_ratio
         s = mx.array(step).astype(mx.float32)
-        if kind == "constant":
+        if self.kind == "constant":
             after = mx.array(peak, mx.float32)
         else:
-            t = mx.clip((s - warmup_steps) / decay, 0.0, 1.0)
-            shape = 1.0 - t if kind == "linear" else 0.5 * (1.0 + mx.cos(math.pi * t))
+            t = mx.clip((s - warmup) / float(self._decay_steps), 0.0, 1.0)
+            shape = 1.0 - t if self.kind == "linear" else 0.5 * (1.0 + mx.cos(math.pi * t))
             after = floor + (peak - floor) * shape
-        if warmup_steps <= 0:
+        if warmup <= 0:
             return after
-        return mx.where(s < warmup_steps, peak * (s + 1.0) / warmup_steps, after)
+        return mx.where(s < warmup, peak * (s + 1.0) / warmup, after)
 
-    return schedule
+    def at(self, step: float) -> float:
+        """The lr after ``step`` optimizer updates."""
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return self.peak
+        t = min(1.0, max(0.0, (step - self.warmup_steps) / self._decay_steps))
+        floor = self.peak * self.min_ratio
+        if self.kind == "linear":
+            return floor + (self.peak - floor) * (1.0 - t)
+        return floor + (self.peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 # Learned position/class embeddings are excluded from weight decay (as norms and biases are).
@@ -125,7 +125,7 @@ def build_optimizer(
     optimizers = []
     for name in GROUPS:
         peak = encoder_lr if name.startswith("encoder") else cfg.lr
-        sched = warmup_decay(peak, cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
+        sched = WarmupDecay(peak, cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
         schedules[name] = sched
         wd = 0.0 if name.endswith("no_decay") else cfg.weight_decay
         optimizers.append(_make_optimizer(cfg, sched, wd))

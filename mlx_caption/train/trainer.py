@@ -285,17 +285,9 @@ class Trainer:
         if wandb and world.is_main:
             logger = WandbLogger(wandb_project, cfg.to_dict(), out, state.extra.get("wandb_id"))
             state.extra["wandb_id"] = logger.id
+        reporting = {"progress": progress, "wandb": logger, "log": log}
         return cls(
-            cfg,
-            out,
-            parts,
-            data,
-            state=state,
-            world=world,
-            resumed_from=resume_ckpt,
-            progress=progress,
-            wandb=logger,
-            log=log,
+            cfg, out, parts, data, state=state, world=world, resumed_from=resume_ckpt, **reporting
         )
 
     def lr(self, group: str = "decay") -> float:

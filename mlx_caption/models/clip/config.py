@@ -23,15 +23,17 @@ def clip_preprocess(image_size: int) -> PreprocessConfig:
 class CLIPVisionConfig:
     """A CLIP vision transformer and the preprocessing that belongs to its checkpoint."""
 
+    # The transformer (defaults: ViT-B/32's, as transformers' CLIPVisionConfig).
     hidden_size: int = 768
     intermediate_size: int = 3072
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
-    num_channels: int = 3
-    image_size: int = 224
-    patch_size: int = 32
     hidden_act: str = "quick_gelu"  # "quick_gelu" | "gelu"
     layer_norm_eps: float = 1e-5
+    # The image and its patches.
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
     projection_dim: int | None = None  # set when the checkpoint has a visual_projection
     # How pixels become tokens: "patch" is CLIP's one linear map per patch (every converted
     # checkpoint); "conv" is a stack of 3x3 stride-2 convolutions (from-scratch training:
@@ -94,7 +96,6 @@ class CLIPVisionConfig:
                 f"not a CLIP checkpoint: config.json has model_type={model_type!r} "
                 f"(expected 'clip' or {MODEL_TYPE!r})"
             )
-        # transformers' CLIPVisionConfig defaults are ViT-B/32's, the same as ours.
         defaults = cls()
         names = [
             "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -8,7 +8,9 @@ On a GPU the plain MLX functions are used.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -74,13 +76,16 @@ def _quick_gelu_poly(x: mx.array) -> mx.array:
     return _exp_poly64(mx.abs(x) * 1.702)
 
 
-@mx.compile
-def _quick_gelu_exp(p: mx.array) -> mx.array:
-    """``exp(-1.702 |x|) = (1 / p)^64``."""
+def _inverse_power(p: mx.array, squarings: int) -> mx.array:
+    """``(1 / p) ** (2 ** squarings)`` by repeated squaring."""
     e = 1.0 / p
-    for _ in range(_SQUARINGS):
+    for _ in range(squarings):
         e = e * e
     return e
+
+
+# ``exp(-1.702 |x|) = (1 / p)^64`` with ``p = _quick_gelu_poly(x)``.
+_quick_gelu_exp = mx.compile(functools.partial(_inverse_power, squarings=_SQUARINGS))
 
 
 @mx.compile
@@ -102,16 +107,25 @@ def _single(primals):
     return primals[0] if isinstance(primals, (list, tuple)) else primals
 
 
-@mx.custom_function
-def fast_quick_gelu(x: mx.array) -> mx.array:
-    """``x * sigmoid(1.702 x)``, fast on the CPU (see :func:`_fast_quick_gelu_impl`)."""
-    return _quick_gelu_value(x, _quick_gelu_exp(_quick_gelu_poly(x)))
+def _sigmoid_gate(poly: Callable, grad: Callable) -> Callable:
+    """``x * sigmoid(z(x))`` as a custom function: ``poly(x)`` is ``exp(|z| / 64)``, and
+    ``grad(x, exp(-|z|), cotangent)`` the hand-written derivative. Each piece is its own
+    compiled kernel (see above); only this wrapper is shared."""
+
+    @mx.custom_function
+    def activation(x: mx.array) -> mx.array:
+        return _quick_gelu_value(x, _quick_gelu_exp(poly(x)))
+
+    @activation.vjp
+    def activation_vjp(primals, cotangent, output):
+        x = _single(primals)
+        return grad(x, _quick_gelu_exp(poly(x)), cotangent)
+
+    return activation
 
 
-@fast_quick_gelu.vjp
-def _fast_quick_gelu_vjp(primals, cotangent, output):
-    x = _single(primals)
-    return _quick_gelu_grad(x, _quick_gelu_exp(_quick_gelu_poly(x)), cotangent)
+# ``x * sigmoid(1.702 x)``, fast on the CPU (see :func:`_fast_quick_gelu_impl`).
+fast_quick_gelu = _sigmoid_gate(_quick_gelu_poly, _quick_gelu_grad)
 
 
 # Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(1 / (1 + P z)) exp(-z^2) for z >= 0, with
@@ -232,16 +246,8 @@ def _gelu_tanh_grad(x: mx.array, e: mx.array, cotangent: mx.array) -> mx.array:
     return cotangent * (s + x * e * inv * inv * (_GELU_A + (3.0 * _GELU_B) * (x * x)))
 
 
-@mx.custom_function
-def fast_gelu_tanh(x: mx.array) -> mx.array:
-    """tanh-approximation GELU, fast on the CPU (see :func:`_fast_gelu_tanh_impl`)."""
-    return _quick_gelu_value(x, _quick_gelu_exp(_gelu_tanh_poly(x)))
-
-
-@fast_gelu_tanh.vjp
-def _fast_gelu_tanh_vjp(primals, cotangent, output):
-    x = _single(primals)
-    return _gelu_tanh_grad(x, _quick_gelu_exp(_gelu_tanh_poly(x)), cotangent)
+# tanh-approximation GELU, fast on the CPU (see :func:`_fast_gelu_tanh_impl`).
+fast_gelu_tanh = _sigmoid_gate(_gelu_tanh_poly, _gelu_tanh_grad)
 
 
 def gelu_tanh(x: mx.array) -> mx.array:
@@ -288,12 +294,7 @@ def _softmax_poly(scores: mx.array, row_max: mx.array) -> mx.array:
     return low + (mid + high * t4) * t4
 
 
-@mx.compile
-def _softmax_invert_square(p: mx.array) -> mx.array:
-    e = 1.0 / p
-    for _ in range(_SOFTMAX_SQUARINGS):
-        e = e * e
-    return e
+_softmax_invert_square = mx.compile(functools.partial(_inverse_power, squarings=_SOFTMAX_SQUARINGS))
 
 
 def _softmax_numerators(scores: mx.array, row_max: mx.array) -> mx.array:
