@@ -37,13 +37,12 @@ from mlx_caption.models.base import Family
 from mlx_caption.models.captioner import MODEL_TYPE as CAPTIONER_MODEL_TYPE
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.registry import encoder_config_from_dict, family_for, family_of
-from mlx_caption.tokenizer import CaptionTokenizer
+from mlx_caption.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 WEIGHTS_ENV = "MLX_CAPTION_WEIGHTS"
 CONVERTED_MARKER = "convert.json"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 _HUB_FILES = ["config.json", "preprocessor_config.json", "generation_config.json"]
@@ -246,7 +245,7 @@ def read_checkpoint(folder: str | os.PathLike, kind: str | None = None) -> Check
     folder = Path(folder)
     raw_config = _config_json(folder)
     if is_converted(folder):
-        family = family_for(_with_legacy_model_type(raw_config), kind)
+        family = _family(_with_legacy_model_type(raw_config), kind)
         config = family.config_class.from_dict(raw_config)
         inputs = [folder / MODEL_FILE]
         if not inputs[0].is_file():
@@ -254,7 +253,7 @@ def read_checkpoint(folder: str | os.PathLike, kind: str | None = None) -> Check
         weights = read_safetensors(inputs[0])
         info = read_json(folder / CONVERTED_MARKER)
     else:
-        family = family_for(raw_config, kind)
+        family = _family(raw_config, kind)
         inputs = weight_files(folder)
         weights = family.model_class.sanitize(read_weights(inputs, family.drop_prefixes))
         pre_path = folder / "preprocessor_config.json"
@@ -264,6 +263,13 @@ def read_checkpoint(folder: str | os.PathLike, kind: str | None = None) -> Check
         info = {}
     check_weights(family.model_class(config), weights, str(folder))
     return Checkpoint(folder, family, config, weights, inputs, is_converted(folder), info)
+
+
+def _family(config: dict, kind: str | None) -> Family:
+    try:
+        return family_for(config, kind)
+    except ValueError as err:  # an architecture no family reads: the user's to know
+        raise UserError(str(err)) from None
 
 
 def _with_legacy_model_type(config: dict) -> dict:
@@ -426,8 +432,11 @@ def encoder_config(name_or_path: str) -> Any:
     if (folder / CONFIG_FILE).is_file():
         raw = read_json(folder / CONFIG_FILE)
         if is_converted(folder):
-            return encoder_config_from_dict(raw)
-        family = family_for(raw, "encoder")
+            try:
+                return encoder_config_from_dict(raw)
+            except ValueError as err:
+                raise UserError(f"{folder / CONFIG_FILE}: {err}") from None
+        family = _family(raw, "encoder")
         pre_path = folder / "preprocessor_config.json"
         pre = read_json(pre_path) if pre_path.is_file() else None
         return _config_from_hf(family, raw, pre, set())

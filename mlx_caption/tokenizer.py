@@ -25,8 +25,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from mlx_caption import tokens
 from mlx_caption.errors import UserError
+from mlx_caption.files import read_json
 
 SPECIAL_TOKENS = tokens.SPECIAL_TOKEN_NAMES
+TOKENIZER_FILE = "tokenizer.json"
 # ByteLevel maps each of the 256 bytes to one visible character; training must keep all of
 # them so any text (emoji, CJK) encodes without <unk>.
 _MIN_BPE_VOCAB = len(SPECIAL_TOKENS) + 256
@@ -109,13 +111,10 @@ class CaptionTokenizer:
         """
         path = Path(path)
         if path.is_dir():
-            path = path / "tokenizer.json"
+            path = path / TOKENIZER_FILE
         if not path.is_file():
             raise UserError(f"tokenizer file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UserError(f"cannot read tokenizer {path}: {err}") from err
+        data = read_json(path, want=None)
         if not isinstance(data, dict) or "model" not in data:
             raise UserError(f"{path} is not a Hugging Face tokenizer.json")
         if _has_fixed_specials(data):
@@ -131,7 +130,7 @@ class CaptionTokenizer:
         try:
             from huggingface_hub import hf_hub_download
 
-            local = hf_hub_download(str(id_or_path), "tokenizer.json")
+            local = hf_hub_download(str(id_or_path), TOKENIZER_FILE)
         except Exception as err:  # network, missing repo, missing file: all the user's to fix
             raise UserError(
                 f"cannot get tokenizer.json for {id_or_path!r} (not a local path; hub: {err})"
@@ -143,7 +142,7 @@ class CaptionTokenizer:
         path = Path(path)
         if path.is_dir() or path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
-            path = path / "tokenizer.json"
+            path = path / TOKENIZER_FILE
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

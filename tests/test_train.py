@@ -29,8 +29,10 @@ from mlx_caption.loading import load_captioner
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 from mlx_caption.models.decoder import DecoderConfig
+from mlx_caption.tokens import END, PAD, START
 from mlx_caption.train.checkpoint import list_checkpoints, read_state
 from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimConfig
+from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.schedule import GROUPS, WarmupDecay, build_optimizer, group_of
 from mlx_caption.train.step import TrainStep, caption_loss
 from mlx_caption.train.trainer import Trainer, set_trainable
@@ -359,6 +361,85 @@ def test_resume_continues_exactly(shapes, tmp_path):
         np.testing.assert_allclose(wb[k], wa[k], atol=1e-4, err_msg=k)
     evals = [json.loads(x) for x in (tmp_path / "B" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals if r["kind"] == "eval"] == [6, 12, 18]
+
+
+class WordTokenizer:
+    """One id per word after the four specials: enough for the 50-id tiny decoder."""
+
+    def __init__(self, captions):
+        words = sorted({w for c in captions for w in c.split()})
+        self.ids = {w: 4 + i for i, w in enumerate(words)}
+
+    def encode(self, text):
+        return [START, *(self.ids[w] for w in text.split()), END]
+
+    def encode_batch(self, texts, max_length):
+        out = np.full((len(texts), max_length), PAD, dtype=np.int32)
+        for row, text in enumerate(texts):
+            ids = self.encode(text)
+            out[row, : len(ids)] = ids
+        return out
+
+
+@pytest.mark.parametrize(("metric", "pick"), [("val_loss", min), ("val_accuracy", max)])
+def test_best_holds_the_best_evaluated_checkpoint(shapes, tmp_path, metric, pick):
+    # Evaluations every 3 steps, checkpoints every 4: best/ must be the best of the
+    # evaluated steps (lower is better for a loss), never a step that was only checkpointed.
+    d = recipe(
+        shapes,
+        tmp_path / "cache",
+        **{"eval.every_steps": 3, "eval.best_metric": metric, "checkpoint.every_steps": 4},
+    )
+    result = Trainer.from_recipe(TrainConfig.from_dict(d), tmp_path / "run", log=quiet).fit()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r[metric] for r in lines if r["kind"] == "eval"}
+    assert sorted(evals) == list(range(3, 19, 3))
+    best_step = pick(evals, key=evals.get)
+    assert list(evals.values()).count(evals[best_step]) == 1  # the pick is unambiguous
+    assert result.best == {"metric": metric, "value": evals[best_step], "step": best_step}
+    info = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert info == {"metric": metric, "value": evals[best_step], "source": f"ckpt-{best_step}"}
+    assert read_state(tmp_path / "run" / "best").step == best_step
+    best_model, _ = load_captioner(tmp_path / "run" / "best")
+    same_step, _ = load_captioner(tmp_path / "run" / f"ckpt-{best_step}")
+    for key, value in weights(best_model).items():
+        np.testing.assert_array_equal(value, weights(same_step)[key])
+
+
+def test_validation_figures_match_a_hand_computation():
+    """Loss (label-smoothed and plain) and token accuracy over every reference of every
+    image, computed here one caption at a time in NumPy."""
+    model = tiny_captioner()
+    model.eval()
+    rng = np.random.default_rng(3)
+    pixels = rng.standard_normal((2, 16, 16, 3)).astype(np.float32)
+    references = [["a red circle", "a circle on the left"], ["two blue squares"]]
+    tokenizer = WordTokenizer([c for rs in references for c in rs])
+    batch = {"images": pixels, "ids": ["x", "y"], "references": references}
+    out = evaluate_captioner(
+        model, tokenizer, [batch], from_features=False, max_length=12,
+        label_smoothing=0.1, generate_captions=False,
+    )  # fmt: skip
+
+    smooth = nll = correct = count = 0.0
+    grid = np.array(model.encode(mx.array(pixels)))
+    for image, refs in enumerate(references):
+        for ref in refs:
+            ids = tokenizer.encode(ref)
+            logits = np.array(model(mx.array(grid[image : image + 1]), mx.array([ids[:-1]])))[0]
+            logits = logits.astype(np.float64)
+            logp = logits - logits.max(-1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+            target = np.array(ids[1:])
+            token_nll = -logp[np.arange(len(target)), target]
+            nll += token_nll.sum()
+            smooth += (0.9 * token_nll - 0.1 * logp.mean(-1)).sum()
+            correct += (logits.argmax(-1) == target).sum()
+            count += len(target)
+    assert out["val_images"] == 2
+    assert out["val_nll"] == pytest.approx(nll / count, rel=1e-5)
+    assert out["val_loss"] == pytest.approx(smooth / count, rel=1e-5)
+    assert out["val_accuracy"] == pytest.approx(correct / count)
 
 
 def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes(shapes, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+from mlx_caption.loading import CHECKPOINT_FILES
+
 # Folders never worth descending into while looking for checkpoints.
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache"}
 

@@ -15,8 +15,7 @@ import mlx.core as mx
 
 from mlx_caption.bench.models import IdsTokenizer
 from mlx_caption.bench.timing import measure_interleaved, ratio
-
-START, END = 1, 2
+from mlx_caption.tokens import END, START
 
 
 def _end_mask(vocab: int) -> mx.array:

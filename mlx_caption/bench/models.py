@@ -65,7 +65,5 @@ def build_captioner(
 class IdsTokenizer:
     """Stands in for a trained tokenizer: ``decode`` writes the ids (benchmarks need no text)."""
 
-    PAD, START, END, UNK = 0, 1, 2, 3
-
     def decode(self, ids: list[int]) -> str:
         return " ".join(str(i) for i in ids)

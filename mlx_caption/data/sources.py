@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_caption.errors import UserError
+from mlx_caption.files import read_json
 
 FORMATS = ("karpathy", "flickr", "coco", "csv", "jsonl", "folder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -112,13 +113,6 @@ class _Resolver:
             self.report.refused.append((split, written))
             return None
         return real
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from err
 
 
 def _keep(records: list[Record], report: LoadReport, image: str | None, caps, split, id_) -> None:
@@ -395,7 +389,7 @@ def load_records(
             raise UserError(f"image folder not found: {root}")
         resolve = _Resolver(root, report)
     if fmt in ("karpathy", "coco"):
-        data = _read_json(ann) if parsed_json is None else parsed_json
+        data = read_json(ann, want=None) if parsed_json is None else parsed_json
         if fmt == "karpathy":
             return _karpathy(ann, data, resolve, report)
         return _coco(ann, data, resolve, split, report)

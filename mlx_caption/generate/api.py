@@ -15,7 +15,7 @@ from mlx_caption.errors import UserError
 from mlx_caption.generate.beams import Hypothesis
 from mlx_caption.generate.config import Caption, DecodingConfig
 from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows, repeat_rows
-from mlx_caption.loading import load_captioner
+from mlx_caption.loading import MODEL_FILE, load_captioner
 from mlx_caption.models.base import eval_mode
 
 
@@ -139,7 +139,7 @@ def caption(
         if checkpoint is None:
             raise UserError("give a checkpoint (folder or hub id) or a model and tokenizer")
         # Keyed by the weights file's mtime too, so a checkpoint saved again is reloaded.
-        weights = Path(checkpoint) / "model.safetensors"
+        weights = Path(checkpoint) / MODEL_FILE
         key = f"{checkpoint}@{weights.stat().st_mtime_ns if weights.is_file() else ''}"
         if key not in _LOADED:
             _LOADED.clear()  # keep one model in memory

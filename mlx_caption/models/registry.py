@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_caption.errors import UserError
 from mlx_caption.models import clip
 from mlx_caption.models.base import Family
 from mlx_caption.models.clip.config import MODEL_TYPE as CLIP_MODEL_TYPE
@@ -24,14 +23,14 @@ def family_for(config: dict[str, Any], kind: str | None = None) -> Family:
     """The family of a ``config.json`` dict, by its ``model_type``.
 
     ``kind`` (``"encoder"`` or ``"captioner"``) narrows the search; a checkpoint of another
-    kind or an unknown architecture is a :class:`UserError` listing what is supported.
+    kind or an unknown architecture is a ``ValueError`` listing what is supported.
     """
     model_type = config.get("model_type")
     for family in FAMILIES.values():
         if model_type in family.model_types and kind in (None, family.kind):
             return family
     what = f"{kind} " if kind else ""
-    raise UserError(
+    raise ValueError(
         f"unsupported {what}architecture: config.json has model_type={model_type!r} "
         f"(architectures {config.get('architectures')}); supported: "
         f"{', '.join(supported_model_types(kind))}"

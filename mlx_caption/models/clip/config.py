@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
-from mlx_caption.errors import UserError
 
 MODEL_TYPE = "clip_vision_model"
 
@@ -92,7 +91,7 @@ class CLIPVisionConfig:
             vision = config
             projection_dim = config.get("projection_dim", 512)
         else:
-            raise UserError(
+            raise ValueError(
                 f"not a CLIP checkpoint: config.json has model_type={model_type!r} "
                 f"(expected 'clip' or {MODEL_TYPE!r})"
             )
