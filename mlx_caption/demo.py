@@ -48,16 +48,16 @@ from mlx_caption.train.distributed import init_world
 from mlx_caption.train.trainer import Trainer, build_parts
 
 # The demo's recipe (configs/synthetic.yaml holds the same, for `mlx-caption train`).
-# Chosen for what the captions get right per minute on 2 CPU cores (measured: see the
-# README's demo section):
+# Chosen for what the captions get right per minute on 2 CPU cores (the README's demo section
+# has the measurements):
 # - a conv stem on 16-px patches (4x4 grid): a plain patch projection learned colour, size
 #   and place but confused circle/square and triangle/star; the stem learns shapes in far
 #   fewer steps;
-# - a decoder 128 wide x 1 layer: 2.6x the steps per second of 256 x 2, no worse per step;
-# - 64 images a step split over 2 CPU streams: on 2 cores about 1.6x the images per second
-#   of 32 images on one stream, with the same scores per image seen (lr 1.4e-3, encoder lr
-#   6e-4); one caption per image;
-# - 20,000 images: after 12 epochs of 9,600 the train / validation loss gap had reached 0.03.
+# - a decoder 128 wide x 1 layer: a wider, deeper one ran fewer steps per second and scored
+#   no better per step;
+# - 64 images a step split over 2 CPU streams: more images per second than 32 on one
+#   stream, with the same scores per image seen; one caption per image;
+# - 20,000 images: with fewer, the train / validation loss gap grew within the budget.
 DEMO_RECIPE: dict[str, Any] = {
     "model": {
         "encoder": "scratch",
@@ -124,10 +124,10 @@ BUDGETS = {
     "quick": {"minutes": 3.0, "after_minutes": 0.5, "images": 4000, "test_images": 150},
 }
 MIN_STEPS, MAX_STEPS = 60, 4000
-# The plan: 3% below the timed rate (checkpoints, logging), to end 0.15 min before the hard
-# stop (compiling the step, the last validation pass). On this shared machine training ran at
-# 88% to 102% of the timed rate; when it is slower, max_minutes ends training on time, in the
-# low-lr tail of the schedule (a run stopped at 96% of its steps still scored best).
+# The plan: a little below the timed rate (checkpoints, logging), to end a little before the
+# hard stop (compiling the step, the last validation pass). On a shared machine the rate
+# moves during the run; when it drops, max_minutes ends training on time, in the low-lr tail
+# of the schedule, which costs little.
 RATE_MARGIN = 0.97
 TRAINER_OVERHEAD_MINUTES = 0.15
 

@@ -88,8 +88,8 @@ class TrainStep:
     With ``cpu_streams = n > 1`` (CPU only) the rows are split into ``n`` chunks whose
     gradients are computed concurrently on ``n`` CPU streams, each with a ``1/n`` share of
     the BLAS threads, then summed for one update: the same update (up to float rounding). A
-    small model leaves most cores idle between matmuls, so this is faster: on 2 cores the
-    demo model trains at 227-254 images/s at batch 64 against 136 on one stream.
+    small model leaves most cores idle between matmuls, so this is faster (the README's demo
+    section has the figures).
     """
 
     def __init__(

@@ -57,8 +57,8 @@ def _fast_quick_gelu_impl(x: mx.array) -> mx.array:
 # The same computation as three compiled kernels cut by hand, each within MLX's fusion limit
 # of 11 chained ops (the ~23-deep function above is otherwise cut wherever the limit falls),
 # and with the derivative written out: autodiff through the polynomial and the squarings made
-# the backward pass 3.6x slower than this one and slower than plain sigmoid's, and an encoder
-# fine-tuning step 10% slower (bench/ops.py, "quick_gelu backward").
+# the backward pass several times slower than this one, slower even than plain sigmoid's
+# (``bench --ops``, "quick_gelu backward").
 _QG_COEFFS = _EXP_COEFFS
 
 
@@ -150,8 +150,7 @@ def _fast_gelu_impl(x: mx.array) -> mx.array:
 
 
 # As three+one hand-cut kernels with an explicit derivative, like fast_quick_gelu: the
-# backward pass of the one-function form measured 509 ms against 264 ms for
-# nn.gelu_approx's on ViT-B/32's MLP activations (batch 32).
+# backward pass of the one-function form was slower than nn.gelu_approx's.
 _INV_SQRT_2PI = 0.3989422804014327
 
 
@@ -230,8 +229,8 @@ def _fast_gelu_tanh_impl(x: mx.array) -> mx.array:
 
 
 # Cut by hand with an explicit derivative, like fast_quick_gelu (the one-function form's
-# forward pass ran 7x slower than fast_quick_gelu's on the same array, its backward 1.2x
-# slower than nn.gelu_approx's).
+# forward pass was several times slower than fast_quick_gelu's on the same array, its
+# backward slower than nn.gelu_approx's).
 @mx.compile
 def _gelu_tanh_poly(x: mx.array) -> mx.array:
     """``exp(|z| / 64)`` with ``z = x (A + B x^2)``."""
@@ -274,7 +273,7 @@ ACTIVATIONS = {
 # absolute error matters); y = inf gives exactly 0, so masked (-inf) scores work.
 #
 # Two compiled kernels, not one: MLX fuses at most 11 element-wise ops in a chain, and a
-# deeper chain is cut wherever the limit falls (measured: one 25-deep function ran 3.6x slower
+# deeper chain is cut wherever the limit falls (one 25-deep function ran several times slower
 # than the same ops split by hand into the two below). The polynomial is evaluated in Estrin
 # form (depth 7 instead of Horner's 20) for the same reason.
 _SOFTMAX_COEFFS = [1.0 / math.factorial(k) for k in range(11)]
@@ -316,9 +315,9 @@ def _softmax_grad(p: mx.array, cotangent: mx.array) -> mx.array:
 def fast_softmax(scores: mx.array) -> mx.array:
     """Softmax over the last axis from multiply/add/divide only (max abs error ~1e-6).
 
-    ``mx.softmax`` on the CPU is a scalar ``exp`` per element: on ViT-B/32's attention
-    scores (batch 32) it took 2-3x longer than this, and on ViT-B/16 the attention core
-    (scores, softmax, weighted sum) is about a fifth of the forward pass. The gradient is the
+    ``mx.softmax`` on the CPU is a scalar ``exp`` per element, several times slower than this
+    on a ViT's attention scores, and the attention core is a large share of a ViT's forward
+    pass at 197+ tokens (``bench --ops``, "softmax"). The gradient is the
     usual ``p * (g - sum(g * p))``, written out so the backward pass does not differentiate
     the polynomial.
     """

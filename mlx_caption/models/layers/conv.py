@@ -1,12 +1,10 @@
 """3x3 stride-2 convolution with a hand-written gradient, for the ViT's conv stem.
 
-MLX's autodiff of a strided convolution is slow on the CPU. For the demo's second stem layer
-(32 images, 32 px, 24 -> 48 channels) the gradients of input and kernel took 146 ms through
-``mx.conv2d`` and 32 ms through the im2col form (nine strided views, one matmul), most of it
+MLX's autodiff of a strided convolution is slow on the CPU: through ``mx.conv2d``, and even
+through the im2col form (nine strided views, one matmul), most of the time goes to
 scattering the views' gradients back with strided ``slice_update``. Here the forward pass is
 ``mx.conv2d`` and the backward pass is two matmuls and a col2im made of unit-stride slices,
-pads and stacks: 16 ms (``bench --ops``, "conv stem gradient"). The demo's whole training
-step went from 228 to 199 ms.
+pads and stacks (``bench --ops``, "conv stem gradient", times all three).
 
 The col2im uses the stride: with padding 1, input row ``2i`` is seen by output row ``i``
 through kernel row 1 only, and input row ``2i + 1`` by output row ``i`` (kernel row 2) and
