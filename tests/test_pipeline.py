@@ -54,6 +54,19 @@ def test_pixels_match_images(data):
     np.testing.assert_allclose(b["pixels"], exact, atol=1e-5)
 
 
+def test_exact_resize_mode_squashes_the_whole_image(data):
+    records, tok = data
+    squash = PreprocessConfig(crop_size=16, resize_mode="exact", do_center_crop=False,
+                              resample="bilinear")  # fmt: skip
+    b = next(iter(train_stream(records, tok, squash, 8, 48, seed=2)))
+    assert b["pixels"].shape == (8, 16, 16, 3)
+    # mlx-data's bilinear against Pillow's (the exact path): the whole picture, halved, and
+    # resampled slightly differently.
+    exact = preprocess_paths([records[i].image for i in b["index"]], squash)
+    assert np.abs(b["pixels"] - exact).mean() < 0.1
+    assert np.corrcoef(b["pixels"].ravel(), exact.ravel())[0, 1] > 0.95
+
+
 def test_deterministic_and_resumable(data):
     records, tok = data
     full = _epoch(records, tok, seed=3, epoch=2)

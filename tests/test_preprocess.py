@@ -11,6 +11,7 @@ from PIL import Image
 from mlx_caption.data.preprocess import (
     PreprocessConfig,
     load_image,
+    preprocess_config_from_hf,
     preprocess_image,
     preprocess_paths,
 )
@@ -152,3 +153,24 @@ def test_image_file_to_encoder_end_to_end(tmp_path):
     out = vit(mx.array(pixels))
     assert np.abs(np.array(out.last_hidden_state) - ref["last_hidden_state"]).max() < 1e-4
     assert np.abs(np.array(out.pooler_output) - ref["pooler_output"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+@pytest.mark.parametrize(("side", "resample"), [(24, "bilinear"), (40, "bicubic")])
+def test_exact_resize_matches_transformers_vit_processor(mode, side, resample):
+    """``size={"height", "width"}`` processors (ViT, BLIP, SigLIP) squash the whole image."""
+    import transformers
+
+    hf = {"size": {"height": side, "width": side}, "resample": {"bilinear": 2, "bicubic": 3}[resample],
+          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
+    cfg = preprocess_config_from_hf(hf, PreprocessConfig())
+    assert (cfg.resize_mode, cfg.crop_size, cfg.do_center_crop) == ("exact", side, False)
+    img = random_image(mode, size=(97, 61))
+    proc = transformers.ViTImageProcessorPil(**hf, do_convert_rgb=True)
+    ref = proc(images=img, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    out = preprocess_image(img, cfg)
+    assert out.shape == (side, side, 3)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # A non-square exact size is refused: no zoo model has one.
+    with pytest.raises(UserError, match="non-square"):
+        preprocess_config_from_hf({"size": {"height": 24, "width": 32}}, PreprocessConfig())

@@ -84,13 +84,14 @@ def overlay(
 
 
 def model_view(image: Image.Image, cfg: PreprocessConfig, size: int | None = None) -> Image.Image:
-    """The part of ``image`` the encoder sees: CLIP's centre crop, in original pixels.
+    """The part of ``image`` the encoder sees (the centre crop, or all of it when the
+    processor squashes the whole image), in original pixels.
 
     The attention grid covers the crop, not the whole upload, so the heat map must be laid
     over the same region. ``size`` resizes the result to a square thumbnail.
     """
     w, h = image.size
-    if cfg.do_center_crop:
+    if cfg.do_center_crop and cfg.resize_mode != "exact":
         # Resize the shortest edge to R, then crop C x C from the centre: in original pixels
         # that is a centred square of side C * min(w, h) / R (C > R would pad; we clamp).
         scale = min(w, h) / float(cfg.resize_shortest_edge)

@@ -191,12 +191,12 @@ class TrainStream:
             if self.augment:
                 square = int(round(crop * (1 + AUGMENT_MARGIN)))
                 side = int(round(side * (1 + AUGMENT_MARGIN)))
-            buf = (
-                buf.load_image("file")
-                .rename_key("file", "pixels")
-                .image_resize_smallest_side("pixels", side)
-                .image_center_crop("pixels", square, square)
-            )
+            buf = buf.load_image("file").rename_key("file", "pixels")
+            if self.cfg.resize_mode == "exact":
+                buf = buf.image_resize("pixels", square, square)
+            else:
+                buf = buf.image_resize_smallest_side("pixels", side)
+                buf = buf.image_center_crop("pixels", square, square)
         # Ordered prefetch over whole batches: threads decode in parallel, order is kept.
         stream = buf.batch(self.batch_size).ordered_prefetch(self.prefetch, self.threads)
         for b, batch in enumerate(stream, start=self.start_batch):

@@ -30,14 +30,24 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+RESIZE_MODES = ("shortest_edge", "exact")
+
+
 @dataclass
 class PreprocessConfig:
-    """How an image becomes an encoder's input (a checkpoint's image-processor settings)."""
+    """How an image becomes an encoder's input (a checkpoint's image-processor settings).
+
+    The output is always ``crop_size x crop_size``. ``resize_mode`` says how: CLIP's and
+    DINOv2's processors resize the shortest side to ``resize_shortest_edge`` (aspect kept),
+    then center-crop; BLIP's, ViT's and SigLIP's squash the whole image to the output size
+    (``"exact"``, transformers' ``size={"height", "width"}``), with no crop.
+    """
 
     resize_shortest_edge: int = 224
     crop_size: int = 224
     resample: str = "bicubic"  # "bicubic" | "bilinear" | "nearest" | "lanczos"
     do_center_crop: bool = True
+    resize_mode: str = "shortest_edge"  # or "exact"
     rescale_factor: float = 1 / 255
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
@@ -59,25 +69,42 @@ class PreprocessConfig:
 
 # PIL's filter numbers, as Hugging Face's preprocessor_config.json stores them.
 _HF_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+_HF_FILTER_NUMBERS = {name: number for number, name in _HF_RESAMPLE.items()}
 
 
 def preprocess_config_from_hf(pre: dict, defaults: PreprocessConfig) -> PreprocessConfig:
     """A :class:`PreprocessConfig` from ``preprocessor_config.json``; what the file leaves out
-    comes from ``defaults`` (the family's processor)."""
+    comes from ``defaults`` (the family's processor).
+
+    ``size`` may be an int or ``{"shortest_edge": n}`` (resize the shortest side, then crop to
+    ``crop_size``) or ``{"height": h, "width": w}`` (squash to that size: ``"exact"``).
+    """
     size = pre.get("size", defaults.resize_shortest_edge)
+    mode = defaults.resize_mode
     if isinstance(size, dict):
-        size = size.get("shortest_edge") or size.get("height") or defaults.resize_shortest_edge
-    crop = pre.get("crop_size", size)
+        if "shortest_edge" in size:
+            size, mode = size["shortest_edge"], "shortest_edge"
+        elif "height" in size:
+            if size.get("width", size["height"]) != size["height"]:
+                raise UserError(f"non-square image size {size} in preprocessor_config.json")
+            size, mode = size["height"], "exact"
+        else:
+            raise UserError(f"unsupported image size {size} in preprocessor_config.json")
+    exact = mode == "exact"
+    crop = (
+        size if exact else pre.get("crop_size", defaults.crop_size if "size" not in pre else size)
+    )
     if isinstance(crop, dict):
         crop = crop.get("height") or crop.get("shortest_edge") or size
-    resample = pre.get("resample", 3)
+    resample = pre.get("resample", _HF_FILTER_NUMBERS[defaults.resample])
     if resample not in _HF_RESAMPLE:
         raise UserError(f"unsupported resample filter {resample!r} in preprocessor_config.json")
     return PreprocessConfig(
         resize_shortest_edge=int(size),
         crop_size=int(crop),
         resample=_HF_RESAMPLE[resample],
-        do_center_crop=bool(pre.get("do_center_crop", defaults.do_center_crop)),
+        do_center_crop=False if exact else bool(pre.get("do_center_crop", defaults.do_center_crop)),
+        resize_mode=mode,
         rescale_factor=float(pre.get("rescale_factor", defaults.rescale_factor)),
         image_mean=tuple(float(v) for v in pre.get("image_mean", defaults.image_mean)),
         image_std=tuple(float(v) for v in pre.get("image_std", defaults.image_std)),
@@ -172,12 +199,15 @@ def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """CLIP preprocessing of one image: ``(crop, crop, 3)`` float32, normalized."""
+    """One image as the encoder sees it: ``(crop, crop, 3)`` float32, normalized."""
     if img.mode != "RGB":
         img = to_rgb(img)
-    img = resize_shortest_edge(img, cfg.resize_shortest_edge, cfg.resample)
+    if cfg.resize_mode == "exact":
+        img = img.resize((cfg.crop_size, cfg.crop_size), resample=RESAMPLE[cfg.resample])
+    else:
+        img = resize_shortest_edge(img, cfg.resize_shortest_edge, cfg.resample)
     arr = np.asarray(img)
-    if cfg.do_center_crop:
+    if cfg.do_center_crop and cfg.resize_mode != "exact":
         arr = center_crop(arr, cfg.crop_size)
     # float64 multiply then float32, as transformers' rescale does (bit-identical results).
     x = (arr.astype(np.float64) * cfg.rescale_factor).astype(np.float32)
