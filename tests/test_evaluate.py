@@ -10,6 +10,7 @@ from mlx_caption.cli import main
 from mlx_caption.commands.eval import guess_format
 from mlx_caption.data.preprocess import preprocess_paths
 from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
+from mlx_caption.errors import UserError
 from mlx_caption.generate import DecodingConfig, generate
 from mlx_caption.loading import load_captioner
 from mlx_caption.metrics import score_captions
@@ -126,3 +127,18 @@ def test_guess_format(tmp_path, dataset):
     (tmp_path / "x.token").write_text("a.jpg#0\ta cat\n")
     assert guess_format(tmp_path / "x.token") == "flickr"
     assert guess_format(tmp_path) == "folder"
+
+
+def test_eval_decoding_defaults_to_beam_3_and_takes_sample():
+    from mlx_caption.cli import build_parser
+    from mlx_caption.commands._decoding import decoding_from_args
+
+    def decoding(*flags):
+        args = build_parser().parse_args(["eval", "--checkpoint", "c", "--data", "d", *flags])
+        return decoding_from_args(args)
+
+    assert (decoding()["strategy"], decoding()["num_beams"]) == ("beam", 3)
+    assert decoding("--sample")["strategy"] == "sample"  # no need to write --beam 1 too
+    assert decoding("--beam", "1")["strategy"] == "greedy"
+    with pytest.raises(UserError, match="not both"):
+        decoding("--sample", "--beam", "4")

@@ -12,8 +12,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default_beam: int = 
     """``--beam``, ``--max-length``, sampling and repetition controls."""
     group = parser.add_argument_group("decoding")
     group.add_argument(
-        "--beam", type=int, default=default_beam, metavar="N", help="beam size (1 = greedy)"
+        "--beam",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"beam size (1 = greedy; default {default_beam}, or sampling with --sample)",
     )
+    parser.set_defaults(default_beam=default_beam)
     group.add_argument(
         "--max-length", type=int, default=None, metavar="L", help="most tokens per caption"
     )
@@ -30,16 +35,17 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default_beam: int = 
 
 def decoding_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~mlx_caption.generate.DecodingConfig` fields the flags ask for."""
-    if args.sample and args.beam > 1:
+    if args.sample and args.beam is not None and args.beam > 1:
         raise UserError("choose --sample or --beam N, not both")
-    if args.beam < 1:
+    beam = args.default_beam if args.beam is None else args.beam
+    if beam < 1:
         raise UserError("--beam must be at least 1")
-    strategy = "sample" if args.sample else ("beam" if args.beam > 1 else "greedy")
+    strategy = "sample" if args.sample else ("beam" if beam > 1 else "greedy")
     return {
         "strategy": strategy,
         "max_length": args.max_length,
         "min_length": args.min_length,
-        "num_beams": args.beam,
+        "num_beams": beam,
         "length_penalty": args.length_penalty,
         "num_return_sequences": 1,
         "no_repeat_ngram_size": args.no_repeat_ngram,
