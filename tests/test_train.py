@@ -23,6 +23,7 @@ from train_fixtures import recipe
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.cli import main
 from mlx_caption.commands.train import parse_overrides
+from mlx_caption.data.sources import load_records
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.errors import UserError
 from mlx_caption.loading import load_captioner
@@ -752,3 +753,20 @@ def test_scratch_encoder_stem_is_checked():
     cfg.model.vision["stem"] = "resnet"
     with pytest.raises(UserError, match="stem must be one of patch, conv"):
         build_captioner(cfg, 300)
+
+
+def test_first_line_says_what_was_skipped(tmp_path):
+    """A data set where some training images are corrupt or missing trains on the rest, and
+    the run's first line says how many were left out and why."""
+    data = write_synthetic_dataset(tmp_path / "shapes", images=60, seed=2, size=32)
+    train = [r for r in load_records("karpathy", data, data.parent) if r.split == "train"]
+    Path(train[0].image).write_bytes(b"not an image")
+    Path(train[1].image).write_bytes(Path(train[1].image).read_bytes()[:100])  # truncated
+    Path(train[2].image).unlink()
+    lines = []
+    d = recipe(data, tmp_path / "cache", **{"epochs": 1, "max_steps": 1, "batch_size": 8})
+    trainer = Trainer.from_recipe(TrainConfig.from_dict(d), tmp_path / "run", progress=False,
+                                  log=lines.append)  # fmt: skip
+    assert trainer.data.num_train_images == len(train) - 3
+    trainer.fit()
+    assert f"{len(train) - 3} train images (3 skipped: 1 missing, 2 corrupt)" in lines[0]
