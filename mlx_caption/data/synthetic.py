@@ -55,6 +55,9 @@ POSITIONS = ("left", "right", "top", "bottom", "middle")
 # Radius as a fraction of the image side (jittered by +-_RADIUS_JITTER).
 _RADIUS = {"small": 0.09, "large": 0.15}
 _RADIUS_JITTER = 0.008
+# Each size's circle diameter as a fraction of the image side (a trained model's config records
+# them, and the web page sizes its brushes from them).
+OBJECT_DIAMETERS = {size: round(2 * r, 4) for size, r in _RADIUS.items()}
 
 
 def _supersample(size: int) -> int:

@@ -20,12 +20,16 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.data.look import ImageLook, measure_look
+from mlx_caption.data.preprocess import PreprocessConfig, load_image
 from mlx_caption.data.sources import Record, load_records, validate_records
+from mlx_caption.data.synthetic import OBJECT_DIAMETERS
 from mlx_caption.errors import UserError
 from mlx_caption.models.base import eval_mode
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World, barrier, shard_rows
+
+LOOK_SAMPLE = 64  # training images measured for the model's ImageLook
 
 
 class TrainData:
@@ -56,6 +60,7 @@ class TrainData:
         self.features = None  # frozen: FeatureStore of the training images' grids
         self.val_features = None
         self._steps: int | None = None
+        self._look: ImageLook | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -198,6 +203,19 @@ class TrainData:
                 "ids": batch["ids"],
                 "references": batch["references"],
             }
+
+    # ------------------------------------------------------------------ what images look like
+
+    def image_look(self) -> ImageLook:
+        """What the training images look like, measured on up to ``LOOK_SAMPLE`` of them spread
+        over the set (see :mod:`mlx_caption.data.look`); the synthetic generator adds its
+        object sizes. The model's config records it for the web page's drawing canvas."""
+        if self._look is None:
+            step = max(1, len(self.train) // LOOK_SAMPLE)
+            sample = self.train[::step][:LOOK_SAMPLE]
+            sizes = OBJECT_DIAMETERS if self.cfg.data.synthetic else None
+            self._look = measure_look((load_image(r.image) for r in sample), sizes)
+        return self._look
 
     # ------------------------------------------------------------------ frozen features
 
