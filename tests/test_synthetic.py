@@ -39,6 +39,17 @@ def test_deterministic_per_seed(tmp_path, dataset):
     assert other.read_bytes() != path.read_bytes()
 
 
+def test_max_objects_one_gives_single_shapes(tmp_path, dataset):
+    _, default = dataset
+    singles = write_synthetic_dataset(tmp_path / "one", images=30, seed=3, max_objects=1)
+    data = json.loads(singles.read_text())
+    assert {e["scene"]["count"] for e in data["images"]} == {1}
+    assert data["generator"]["max_objects"] == 1 and default["generator"]["max_objects"] == 3
+    assert {e["scene"]["count"] for e in default["images"]} == {1, 2, 3}
+    with pytest.raises(UserError, match="max-objects"):
+        write_synthetic_dataset(tmp_path / "none", images=3, max_objects=0)
+
+
 def test_karpathy_format_and_splits(dataset):
     path, data = dataset
     images = data["images"]

@@ -260,20 +260,25 @@ def _synthetic(spec: dict[str, Any], root: Path, world: World) -> Path:
     """Generate (once) the synthetic data set a recipe asks for; return its JSON path."""
     from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
 
-    allowed = {"images", "size", "seed"}
+    allowed = {"images", "size", "seed", "max_objects"}
     unknown = set(spec) - allowed
     if unknown:
         raise UserError(f"data.synthetic: unknown keys {sorted(unknown)} (use {sorted(allowed)})")
-    images, size, seed = (
+    images, size, seed, objects = (
         int(spec.get("images", 2000)),
         int(spec.get("size", 64)),
         int(spec.get("seed", 0)),
+        int(spec.get("max_objects", 3)),
     )
     folder = root / f"synthetic-{images}-{size}-{seed}"
+    if objects != 3:  # the default keeps the folder name older runs wrote
+        folder = folder.with_name(f"{folder.name}-{objects}objects")
     path = folder / DATASET_FILE
     # Rank 0 writes first; ranks on other hosts (no shared disk) then write their own copy.
     for turn in (True, False):
         if world.is_main == turn and not path.is_file():
-            write_synthetic_dataset(folder, images=images, seed=seed, size=size)
+            write_synthetic_dataset(
+                folder, images=images, seed=seed, size=size, max_objects=objects
+            )
         barrier(world)
     return path
