@@ -16,6 +16,7 @@ from PIL import Image
 
 from mlx_caption.app import heatmap
 from mlx_caption.app.describe import ModelCard, describe_model
+from mlx_caption.models.captioner import CaptionerConfig
 
 STRATEGY_LABELS = {"greedy": "Greedy", "beam": "Beam search", "sample": "Sampling"}
 
@@ -100,7 +101,11 @@ def load_model(path: str | Path) -> LoadedModel:
         max_length=int(model.config.decoder.max_length),
         parameters=n_params,
         load_seconds=seconds,
-        card=describe_model(path if Path(path).is_dir() else None, model.config),
+        card=(
+            describe_model(path if Path(path).is_dir() else None, model.config)
+            if isinstance(model.config, CaptionerConfig)
+            else None  # another family's captioner: the page shows its size only
+        ),
     )
 
 

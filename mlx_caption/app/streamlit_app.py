@@ -143,9 +143,9 @@ def show_model(loaded: LoadedModel) -> None:
         return
     lines = [("Encoder", card.encoder), ("Decoder", card.decoder)]
     lines += [("Trained on", card.data), ("Scores", card.validation)]
-    st.sidebar.markdown(
-        "\n\n".join(f"**{name}:** {md_escape(text)}" for name, text in lines if text)
-    )
+    for name, text in lines:
+        if text:
+            st.sidebar.caption(f"**{name}:** {md_escape(text)}")
 
 
 def choose_decoding(max_length: int) -> tuple[Decoding, bool]:
@@ -290,7 +290,7 @@ def draw_tab(loaded: LoadedModel, settings) -> list[ShownCaption]:
     except Exception as err:  # noqa: BLE001  (an optional extra; the upload tab still works)
         st.info(f"Drawing needs streamlit-drawable-canvas ({type(err).__name__}: {err}).")
         return []
-    board = board_for(loaded.model.config.image_look)
+    board = board_for(getattr(loaded.model.config, "image_look", None))
     tools = st.columns([1, 1, 2])
     mode = tools[0].selectbox("Tool", list(TOOLS), format_func=TOOLS.get, key="draw_mode")
     colour = tools[1].color_picker("Colour", "#e11e1e", key="draw_colour")
@@ -394,7 +394,8 @@ def main() -> None:
     try:
         path = access.resolve(picked)
     except UserError as err:
-        no_checkpoint_help(str(err))
+        st.error(str(err))
+        st.info("Pick a checkpoint in the sidebar's list, or type a folder under its root.")
         return
     if Path(path).expanduser().exists() and not is_checkpoint(Path(path).expanduser()):
         no_checkpoint_help(f"{picked} is not a captioner checkpoint folder.")
