@@ -202,3 +202,8 @@ def test_synth_cli(tmp_path, capsys):
     assert summary["splits"] == {"train": 10, "val": 1, "test": 1}
     assert Image.open(tmp_path / "s" / "images" / "000011.jpg").size == (32, 32)
     assert main(["synth", "--out", str(tmp_path / "t"), "--images", "0"]) == 2
+    one = ["synth", "--out", str(tmp_path / "u"), "--images", "6", "--max-objects", "1"]
+    assert main(one) == 0
+    data = json.loads((tmp_path / "u" / "dataset_synthetic.json").read_text())
+    assert {e["scene"]["count"] for e in data["images"]} == {1}
+    assert main([*one[:-1], "4"]) == 2

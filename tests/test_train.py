@@ -781,7 +781,8 @@ def test_checkpoint_records_what_the_training_images_look_like(tmp_path):
     from mlx_caption.data.synthetic import OBJECT_DIAMETERS
 
     d = recipe(Path("unused"), tmp_path / "cache", **{"epochs": 1, "max_steps": 1})
-    d["data"] = {"synthetic": {"images": 40, "size": 32, "seed": 3}, "vocab_size": 300}
+    shapes = {"images": 40, "size": 32, "seed": 3, "max_objects": 1}  # one shape per image
+    d["data"] = {"synthetic": shapes, "vocab_size": 300}
     trainer = Trainer.from_recipe(TrainConfig.from_dict(d), tmp_path / "run", progress=False,
                                   log=quiet)  # fmt: skip
     result = trainer.fit()
@@ -793,3 +794,5 @@ def test_checkpoint_records_what_the_training_images_look_like(tmp_path):
     assert all(55 - 12 <= c <= 110 + 12 for c in look.background)  # the generator's greys
     assert 6 < look.noise < 10  # deviation 7, and JPEG's own ripples
     assert dict(look.object_sizes) == {"small": 0.18, "large": 0.3}
+    assert all(r.captions[1].startswith("one shape:") for r in trainer.data.train)
+    assert (tmp_path / "run" / "data" / "synthetic-40-32-3-1objects").is_dir()
