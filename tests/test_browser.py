@@ -1,6 +1,10 @@
 """The web page in a real browser: ``mlx-caption serve`` on a free port, driven by headless
 Chromium through Playwright (Debian's /usr/bin/chromium, no ``playwright install``).
 
+The module first trains a shapes model that knows its shapes (``app_fixtures.
+shapes_checkpoint``: the longest part of these tests), so a caption can be checked for what
+it says about a drawing.
+
 Screenshots go to ``$MLX_CAPTION_ARTIFACTS`` (default ``./test-artifacts``, git-ignored).
 """
 
