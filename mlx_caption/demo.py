@@ -42,6 +42,7 @@ from mlx_caption.files import atomic_dir
 from mlx_caption.generate import DecodingConfig
 from mlx_caption.loading import CHECKPOINT_FILES, load_captioner
 from mlx_caption.metrics import leave_one_out_scores
+from mlx_caption.train.checkpoint import STATE_FILE
 from mlx_caption.train.config import TrainConfig, set_dotted
 from mlx_caption.train.data import TrainData
 from mlx_caption.train.distributed import init_world
@@ -160,9 +161,10 @@ def measure_step_rate(cfg: TrainConfig, data: TrainData, steps: int = 24) -> flo
 
 
 def _copy_checkpoint(src: Path, dst: Path) -> None:
-    """Copy the model files of a training checkpoint to ``dst`` atomically."""
+    """Copy the model files of a training checkpoint to ``dst`` atomically, with its
+    ``state.json`` (the recipe and validation history: the web page shows them)."""
     with atomic_dir(dst) as tmp:
-        for name in CHECKPOINT_FILES:
+        for name in (*CHECKPOINT_FILES, STATE_FILE):
             shutil.copy2(src / name, tmp / name)
 
 

@@ -6,6 +6,7 @@ import mlx_caption  # noqa: F401, I001  (loads the optimized BLAS before mlx.cor
 import io
 import json
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -15,11 +16,29 @@ import pytest
 from PIL import Image, ImageFile
 from prerequisites import require_module
 
+from mlx_caption import zoo
 from mlx_caption.app import heatmap
-from mlx_caption.app.checkpoints import checkpoint_mtime, find_checkpoints, is_checkpoint
+from mlx_caption.app.captioning import CaptionResult, Decoding
+from mlx_caption.app.checkpoints import (
+    CheckpointAccess,
+    checkpoint_mtime,
+    checkpoint_options,
+    find_checkpoints,
+    is_checkpoint,
+    is_loopback,
+    option_label,
+)
+from mlx_caption.app.describe import describe_model
+from mlx_caption.app.drawing import background, board_for, drawing_image
+from mlx_caption.app.results import ShownCaption, captions_csv, captions_json
 from mlx_caption.app.uploads import UploadError, UploadLimits, load_upload
 from mlx_caption.cli import main
+from mlx_caption.data.look import ImageLook, background_of
 from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.errors import UserError
+from mlx_caption.models.captioner import CaptionerConfig
+from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.models.decoder import DecoderConfig
 
 APP_FILE = Path(mlx_caption.__file__).parent / "app" / "streamlit_app.py"
 
@@ -289,6 +308,222 @@ def test_find_checkpoints(tmp_path):
     assert find_checkpoints(a) == [a.resolve()]
 
 
+# ----------------------------------------------------------------------------- who may load what
+
+
+def test_is_loopback():
+    assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.4", "example.org", "", None]))
+
+
+def test_open_access_loads_what_is_typed(tmp_path):
+    access = CheckpointAccess(root=tmp_path, open_to_any=True)
+    assert access.note is None
+    for text in ("/anywhere/at/all", "owner/hub-model", "../up"):
+        assert access.resolve(text) == text
+
+
+def test_network_access_loads_only_what_is_offered(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    inside = _fake_checkpoint(root / "runs" / "a")
+    outside = _fake_checkpoint(tmp_path / "private" / "model")
+    (root / "escape").symlink_to(outside.parent, target_is_directory=True)
+    access = CheckpointAccess(root=root, served=str(outside), open_to_any=False)
+    assert "loads only the served checkpoint" in access.note
+
+    assert access.resolve(str(outside)) == str(outside)  # the operator served it
+    assert access.resolve("runs/a") == str(inside.resolve())  # read from the root
+    assert access.resolve(str(inside)) == str(inside.resolve())
+    assert access.resolve("owner/model") == str((root / "owner" / "model").resolve())  # no hub
+
+    def refusal(text: str) -> str:
+        with pytest.raises(UserError) as info:
+            access.resolve(text)
+        return str(info.value).replace(repr(text), "PATH")
+
+    refusals = {
+        refusal(text)
+        for text in (
+            str(outside.parent),  # exists
+            str(tmp_path / "private" / "nothing"),  # does not
+            "../private/model",
+            "runs/../../private",
+            "escape/model",  # a link under the root to a folder outside it
+            "/etc",
+        )
+    }
+    assert len(refusals) == 1  # the same words whether or not the path exists
+    assert "not a checkpoint this page may load" in refusals.pop()
+
+    # Zoo captioners load by name; encoder names are not captioners.
+    captioner = zoo.ZooEntry("tiny-captioner", "org/tiny", "blip", "captioner", "", dict)
+    monkeypatch.setitem(zoo.ZOO, captioner.name, captioner)
+    assert access.resolve("tiny-captioner") == "tiny-captioner"
+    assert access.resolve("clip-vit-base-patch32") == str(root / "clip-vit-base-patch32")
+
+
+def test_picker_options_and_labels(tmp_path):
+    found = _fake_checkpoint(tmp_path / "runs" / "a")
+    served = _fake_checkpoint(tmp_path.parent / f"{tmp_path.name}-served" / "best")
+    assert checkpoint_options(str(served), tmp_path) == [str(served), str(found.resolve())]
+    assert checkpoint_options(None, tmp_path) == [str(found.resolve())]
+    assert option_label(str(found.resolve()), tmp_path) == "runs/a"
+    assert option_label(str(served), tmp_path) == "best"  # no server path shown
+    assert option_label("owner/model", tmp_path) == "owner/model"
+
+
+# ----------------------------------------------------------------------------- drawing
+
+DEMO_LOOK = ImageLook(background=(80, 79, 79), noise=8.3, size=64,
+                      object_sizes=(("small", 0.18), ("large", 0.3)), images=64)  # fmt: skip
+
+
+def test_board_sizes():
+    demo = board_for(DEMO_LOOK)
+    assert (demo.canvas, demo.side) == (256, 64)
+    assert demo.brushes == {"small": 46, "large": 77}  # 0.18 and 0.3 of 256 px
+    assert (board_for(ImageLook(size=96)).canvas, board_for(ImageLook(size=96)).side) == (288, 96)
+    assert (board_for(ImageLook(size=500)).canvas, board_for(ImageLook(size=500)).side) == (
+        256,
+        256,
+    )
+    white = board_for(None)
+    assert (white.canvas, white.side, white.brushes) == (256, 256, {})
+    assert "white" in white.describe()
+    assert "small ones 46 px, large ones 77 px" in demo.describe()
+
+
+def test_background_is_the_looks_colour_and_noise():
+    board = board_for(DEMO_LOOK)
+    canvas = background(board)
+    assert canvas.size == (256, 256)
+    pixels = np.asarray(canvas)
+    assert (pixels[::4, ::4] == pixels[3::4, 3::4]).all()  # one model pixel per 4 x 4 block
+    colour, noise = background_of(canvas.resize((64, 64), Image.Resampling.NEAREST))
+    assert np.abs(colour - np.array(DEMO_LOOK.background)).max() <= 1
+    assert noise == pytest.approx(DEMO_LOOK.noise, abs=0.5)
+    white = np.asarray(background(board_for(None)))
+    assert (white == 255).all()
+
+
+def test_drawing_image_is_the_strokes_on_the_background():
+    board = board_for(DEMO_LOOK)
+    strokes = np.zeros((256, 256, 4), np.uint8)
+    assert np.array_equal(  # nothing drawn: the background at the model's side
+        np.asarray(drawing_image(strokes, board)),
+        np.asarray(background(board).resize((64, 64), Image.Resampling.BOX)),
+    )
+    strokes[96:160, 96:160] = (225, 30, 30, 255)  # an opaque red square, 16 model pixels
+    strokes[0:4, 0:4] = (0, 0, 255, 128)  # a half-transparent blue model pixel
+    image = np.asarray(drawing_image(strokes, board)).astype(int)
+    assert image.shape == (64, 64, 3)
+    assert (image[24:40, 24:40] == (225, 30, 30)).all()
+    under = np.asarray(background(board))[0, 0].astype(int)
+    assert np.abs(image[0, 0] - (under * 127 + np.array([0, 0, 255]) * 128) / 255).max() <= 1
+    # A browser that renders the canvas at twice the size: the same picture.
+    double = strokes.repeat(2, axis=0).repeat(2, axis=1)
+    assert np.abs(np.asarray(drawing_image(double, board)).astype(int) - image).max() <= 1
+
+
+# ----------------------------------------------------------------------------- what is loaded
+
+
+def _config(encoder_name=None, layers=2) -> CaptionerConfig:
+    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                              num_attention_heads=2, image_size=32, patch_size=8)  # fmt: skip
+    decoder = DecoderConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
+    return CaptionerConfig(vision=vision, decoder=decoder, encoder_name=encoder_name)
+
+
+def _state(folder: Path, model: dict, data: dict, history: list) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model": model, "data": data}
+    (folder / "state.json").write_text(json.dumps({"config": config, "history": history}))
+    return folder
+
+
+def test_model_card_of_a_training_checkpoint(tmp_path):
+    history = [
+        {"step": 200, "CIDEr": 1.0},
+        {"step": 400, "val_images": 100, "CIDEr": 4.2512, "Bleu_4": 0.8123, "pair_f1": 0.93,
+         "exact": 0.9, "val_loss": 0.31, "examples": []},
+    ]  # fmt: skip
+    synthetic = {"synthetic": {"images": 20000, "size": 64, "seed": 0}}
+    folder = _state(tmp_path / "ckpt", {"encoder": "scratch", "encoder_mode": "finetune"},
+                    synthetic, history)  # fmt: skip
+    card = describe_model(folder, _config())
+    assert card.encoder == "ViT 64 x 2, trained from scratch (8-px patches of 32-px images)"
+    assert card.decoder == (
+        "Transformer decoder 32 x 1 layer, 2 heads, 300-token vocabulary, linear projector"
+    )
+    assert card.data == "synthetic shapes: 20,000 images of 64 px (seed 0)"
+    assert card.validation == (
+        "validation (step 400, 100 images): CIDEr 4.25 · BLEU-4 0.812 · shape F1 0.93 · "
+        "exact scenes 0.9 · loss 0.31"
+    )
+    # No state.json (a hub id, a copied folder) or a damaged one: the config alone.
+    assert describe_model(None, _config()).data is None
+    (folder / "state.json").write_text("{not json")
+    bare = describe_model(folder, _config())
+    assert (bare.data, bare.validation) == (None, None)
+
+
+def test_model_card_names_the_encoder(tmp_path):
+    frozen = {"encoder_mode": "frozen"}
+    flickr = {"format": "karpathy", "annotations": "/srv/data/dataset_flickr8k.json"}
+    folder = _state(tmp_path / "zoo", frozen, flickr, [])
+    card = describe_model(folder, _config("clip-vit-base-patch32"))
+    assert card.encoder == "clip-vit-base-patch32 (OpenAI CLIP ViT-B/32, 50 tokens), frozen"
+    assert card.data == "karpathy: dataset_flickr8k.json"  # the file, not the server's path
+    assert card.validation is None
+
+    converted = tmp_path / "weights" / "my-clip"
+    converted.mkdir(parents=True)
+    (converted / "convert.json").write_text(json.dumps({"original_source": "org/clip-x"}))
+    last2 = {"encoder_mode": "finetune", "finetune_last_n": 2}
+    folder = _state(tmp_path / "conv", last2, {}, [])
+    card = describe_model(folder, _config(str(converted)))
+    assert card.encoder == (
+        "converted from org/clip-x (ViT 64 x 2, 8-px patches of 32-px images), "
+        "last 2 blocks fine-tuned"
+    )
+    (converted / "convert.json").write_text(json.dumps({"original_source": "/home/me/clip"}))
+    assert describe_model(None, _config(str(converted))).encoder.startswith("converted from clip")
+    assert describe_model(None, _config("/gone/enc")).encoder.startswith("enc (ViT 64 x 2")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_captions_as_json_and_csv():
+    shown = [
+        ShownCaption("a.jpg", CaptionResult("a red circle", -0.25, -1.5, True,
+                                            [("a red square", -0.5, -2.0), ("red", -0.9, -1.8)])),
+        ShownCaption('odd, "name".png', CaptionResult("a star, blue", -0.1, -0.7, False)),
+    ]  # fmt: skip
+    record = json.loads(captions_json(shown, "runs/best", Decoding("beam", num_beams=3)))
+    assert record["model"] == "runs/best"
+    assert record["decoding"]["strategy"] == "beam" and record["decoding"]["num_beams"] == 3
+    assert record["captions"] == [
+        {"image": "a.jpg", "caption": "a red circle", "score": -0.25, "log_prob": -1.5,
+         "finished": True, "others": [
+             {"caption": "a red square", "score": -0.5, "log_prob": -2.0},
+             {"caption": "red", "score": -0.9, "log_prob": -1.8}]},
+        {"image": 'odd, "name".png', "caption": "a star, blue", "score": -0.1,
+         "log_prob": -0.7, "finished": False, "others": []},
+    ]  # fmt: skip
+    import csv
+
+    rows = list(csv.reader(io.StringIO(captions_csv(shown))))
+    assert rows == [
+        ["image", "rank", "caption", "score", "log_prob", "finished"],
+        ["a.jpg", "1", "a red circle", "-0.25", "-1.5", "True"],
+        ["a.jpg", "2", "a red square", "-0.5", "-2.0", ""],
+        ["a.jpg", "3", "red", "-0.9", "-1.8", ""],
+        ['odd, "name".png', "1", "a star, blue", "-0.1", "-0.7", "False"],
+    ]
+
+
 # ----------------------------------------------------------------------------- serve
 
 
@@ -329,6 +564,29 @@ def test_serve_refuses_bad_input(tmp_path, capsys):
     assert code == 2 and "--port" in out.err
     code, out = _dry_run(capsys, "--checkpoint", "someone/captioner")  # a hub id: the page loads it
     assert code == 0
+
+
+def test_serve_passes_who_may_load_what(tmp_path, capsys, monkeypatch):
+    def page_args(*args):
+        code, out = _dry_run(capsys, *args)
+        assert code == 0
+        cmd = json.loads(out.out.strip().splitlines()[-1])["command"]
+        return cmd[cmd.index("--") + 1 :]
+
+    assert "--allow-any-checkpoint" not in page_args("--host", "0.0.0.0")
+    assert "--allow-any-checkpoint" in page_args("--host", "0.0.0.0", "--allow-any-checkpoint")
+
+    # Serving on a network address says what visitors may load (Streamlit itself not run).
+    ran = []
+    monkeypatch.setattr(os, "execv", lambda exe, cmd: ran.append(cmd))
+    assert main(["serve", "--host", "0.0.0.0", "--checkpoints-root", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "visitors may load only the served checkpoint, folders under --checkpoints-root" in err
+    assert main(["serve", "--host", "0.0.0.0", "--allow-any-checkpoint"]) == 0
+    assert "any folder or hub id" in capsys.readouterr().err
+    assert main(["serve"]) == 0  # loopback: nothing to say
+    assert "visitors" not in capsys.readouterr().err
+    assert len(ran) == 3
 
 
 # ----------------------------------------------------------------------------- with a model
@@ -374,6 +632,33 @@ def _app(monkeypatch, checkpoint: str, root: str):
     return AppTest.from_file(str(APP_FILE), default_timeout=60).run()
 
 
+def test_page_on_a_network_address_loads_only_what_is_offered(tiny, tmp_path, monkeypatch):
+    require_module("streamlit", "streamlit (the [app] extra)")
+    ckpt, _ = tiny
+    root = tmp_path / "root"
+    shutil.copytree(ckpt, root / "runs" / "copy")
+    private = shutil.copytree(ckpt, tmp_path / "private")
+    # AppTest runs the page with Streamlit's default address: unset, every interface.
+    at = _app(monkeypatch, str(ckpt), str(root))
+    assert not at.exception
+    assert any("loads only the served checkpoint" in c.value for c in at.sidebar.caption)
+    at.sidebar.selectbox[0].select("Another folder...").run()
+    errors = []
+    for typed in (str(private), str(tmp_path / "missing")):  # outside the root, there or not
+        at.sidebar.text_input[0].input(typed).run()
+        assert not at.exception
+        errors.append(at.error[0].value.replace(repr(typed), "PATH"))
+    assert errors[0] == errors[1] and "may load" in errors[0]
+    at.sidebar.text_input[0].input("runs/copy").run()  # under the root
+    assert not at.exception and not at.error
+    assert any("Encoder" in c.value for c in at.sidebar.caption)
+
+    monkeypatch.setenv("MLX_CAPTION_ALLOW_ANY_CHECKPOINT", "1")  # the operator opens it
+    at.sidebar.text_input[0].input(str(private)).run()
+    assert not at.exception and not at.error
+    assert not any("loads only" in c.value for c in at.sidebar.caption)
+
+
 def test_page_without_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
     require_module("streamlit", "streamlit (the [app] extra)")
     at = _app(monkeypatch, "", str(tmp_path))
@@ -408,3 +693,6 @@ def test_page_uploads(tiny, monkeypatch):
     at.sidebar.radio(key="strategy").set_value("beam").run()
     assert not at.exception
     assert len(at.dataframe) == 2  # the JPEG and the GIF each get an alternatives table
+    # Both captions can be taken away (the browser test reads the files).
+    assert any("2 captions on this page" in c.value for c in at.sidebar.caption)
+    assert len(at.get("download_button")) == 2

@@ -38,8 +38,12 @@ def test_demo_quick_beats_image_blind_baseline(tmp_path, capsys):
     assert training["steps"] <= training["planned_steps"]
     assert training["time_limit"] == (training["steps"] < training["planned_steps"])
     # What the demo leaves behind works with the other commands as it is.
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "state.json"):
         assert (out / "checkpoint" / name).is_file()
+    # The web page's canvas draws on what the model was trained on.
+    config = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert config["image_look"]["object_sizes"] == {"small": 0.18, "large": 0.3}
+    assert config["image_look"]["size"] == 64
     assert (out / "eval" / "gallery.html").is_file()
     assert json.loads((out / "demo.json").read_text())["test"] == summary["test"]
     image = next((out / "train" / "data").glob("*/images/*.jpg"))

@@ -39,6 +39,17 @@ def test_deterministic_per_seed(tmp_path, dataset):
     assert other.read_bytes() != path.read_bytes()
 
 
+def test_max_objects_one_gives_single_shapes(tmp_path, dataset):
+    _, default = dataset
+    singles = write_synthetic_dataset(tmp_path / "one", images=30, seed=3, max_objects=1)
+    data = json.loads(singles.read_text())
+    assert {e["scene"]["count"] for e in data["images"]} == {1}
+    assert data["generator"]["max_objects"] == 1 and default["generator"]["max_objects"] == 3
+    assert {e["scene"]["count"] for e in default["images"]} == {1, 2, 3}
+    with pytest.raises(UserError, match="max-objects"):
+        write_synthetic_dataset(tmp_path / "none", images=3, max_objects=0)
+
+
 def test_karpathy_format_and_splits(dataset):
     path, data = dataset
     images = data["images"]
@@ -191,3 +202,8 @@ def test_synth_cli(tmp_path, capsys):
     assert summary["splits"] == {"train": 10, "val": 1, "test": 1}
     assert Image.open(tmp_path / "s" / "images" / "000011.jpg").size == (32, 32)
     assert main(["synth", "--out", str(tmp_path / "t"), "--images", "0"]) == 2
+    one = ["synth", "--out", str(tmp_path / "u"), "--images", "6", "--max-objects", "1"]
+    assert main(one) == 0
+    data = json.loads((tmp_path / "u" / "dataset_synthetic.json").read_text())
+    assert {e["scene"]["count"] for e in data["images"]} == {1}
+    assert main([*one[:-1], "4"]) == 2

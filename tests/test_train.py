@@ -770,3 +770,29 @@ def test_first_line_says_what_was_skipped(tmp_path):
     assert trainer.data.num_train_images == len(train) - 3
     trainer.fit()
     assert f"{len(train) - 3} train images (3 skipped: 1 missing, 2 corrupt)" in lines[0]
+
+
+def test_checkpoint_records_what_the_training_images_look_like(tmp_path):
+    """The trainer measures the training images and the checkpoint's config says what they
+    look like: the synthetic set's dim grey, its noise, its size and the generator's object
+    sizes (the web page draws on it)."""
+    from mlx_caption.data.look import measure_look
+    from mlx_caption.data.preprocess import load_image
+    from mlx_caption.data.synthetic import OBJECT_DIAMETERS
+
+    d = recipe(Path("unused"), tmp_path / "cache", **{"epochs": 1, "max_steps": 1})
+    shapes = {"images": 40, "size": 32, "seed": 3, "max_objects": 1}  # one shape per image
+    d["data"] = {"synthetic": shapes, "vocab_size": 300}
+    trainer = Trainer.from_recipe(TrainConfig.from_dict(d), tmp_path / "run", progress=False,
+                                  log=quiet)  # fmt: skip
+    result = trainer.fit()
+    look = load_captioner(result.checkpoint)[0].config.image_look
+    assert look == measure_look(
+        [load_image(r.image) for r in trainer.data.train], OBJECT_DIAMETERS
+    )  # 32 training images: all of them are measured
+    assert look.images == 32 and look.size == 32
+    assert all(55 - 12 <= c <= 110 + 12 for c in look.background)  # the generator's greys
+    assert 6 < look.noise < 10  # deviation 7, and JPEG's own ripples
+    assert dict(look.object_sizes) == {"small": 0.18, "large": 0.3}
+    assert all(r.captions[1].startswith("one shape:") for r in trainer.data.train)
+    assert (tmp_path / "run" / "data" / "synthetic-40-32-3-1objects").is_dir()

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 from mlx_caption.app import heatmap
+from mlx_caption.app.describe import ModelCard, describe_model
+from mlx_caption.models.captioner import CaptionerConfig
 
 STRATEGY_LABELS = {"greedy": "Greedy", "beam": "Beam search", "sample": "Sampling"}
 
@@ -58,7 +60,7 @@ class LoadedModel:
     max_length: int
     parameters: int
     load_seconds: float
-    encoder_name: str | None = None
+    card: ModelCard | None = None  # what the page says about it
     # Streamlit serves each browser session from its own thread and the model is shared:
     # one caption at a time (MLX graphs are not meant to be evaluated concurrently, and on a
     # CPU the BLAS already uses every core).
@@ -99,7 +101,11 @@ def load_model(path: str | Path) -> LoadedModel:
         max_length=int(model.config.decoder.max_length),
         parameters=n_params,
         load_seconds=seconds,
-        encoder_name=model.config.encoder_name,
+        card=(
+            describe_model(path if Path(path).is_dir() else None, model.config)
+            if isinstance(model.config, CaptionerConfig)
+            else None  # another family's captioner: the page shows its size only
+        ),
     )
 
 

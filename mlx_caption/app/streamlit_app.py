@@ -26,7 +26,16 @@ from mlx_caption.app.captioning import (
     caption_image,
     load_model,
 )
-from mlx_caption.app.checkpoints import checkpoint_mtime, find_checkpoints, is_checkpoint
+from mlx_caption.app.checkpoints import (
+    CheckpointAccess,
+    checkpoint_mtime,
+    checkpoint_options,
+    is_checkpoint,
+    is_loopback,
+    option_label,
+)
+from mlx_caption.app.drawing import SHAPE_STROKE, background, board_for, drawing_image
+from mlx_caption.app.results import ShownCaption, captions_csv, captions_json
 from mlx_caption.app.uploads import (
     DEFAULT_MAX_MB,
     DEFAULT_MAX_PIXELS,
@@ -35,13 +44,13 @@ from mlx_caption.app.uploads import (
     UploadError,
     UploadLimits,
     load_upload,
-    to_rgb,
 )
 from mlx_caption.errors import UserError
 
 THUMB = 112  # heat-map thumbnail side, pixels
-CANVAS = 256  # drawing canvas side, pixels
 MAX_CACHED_RESULTS = 64  # per browser session
+# The canvas's drawing modes, as the page names them.
+TOOLS = {"freedraw": "brush", "line": "line", "rect": "rectangle", "circle": "circle"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,8 +65,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max-pixels", type=int, default=int(env("MLX_CAPTION_MAX_PIXELS", DEFAULT_MAX_PIXELS))
     )
+    parser.add_argument(
+        "--allow-any-checkpoint",
+        action="store_true",
+        default=env("MLX_CAPTION_ALLOW_ANY_CHECKPOINT", "") == "1",
+    )
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
+
+
+def checkpoint_access(args: argparse.Namespace) -> CheckpointAccess:
+    """What visitors may load: anything on a loopback address (or when the operator allows
+    it), else only what the operator put on offer. The address is the one Streamlit listens
+    on, however it was started (unset means every interface)."""
+    return CheckpointAccess(
+        root=Path(args.checkpoints_root).expanduser(),
+        served=args.checkpoint,
+        open_to_any=args.allow_any_checkpoint or is_loopback(st.get_option("server.address")),
+    )
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the captioner...")
@@ -85,38 +110,42 @@ def human_count(n: int) -> str:
 # ----------------------------------------------------------------------------- sidebar
 
 
-def choose_checkpoint(args: argparse.Namespace) -> str | None:
-    """The model picker: checkpoints found under the root, the served one, or a typed path."""
+def choose_checkpoint(args: argparse.Namespace, access: CheckpointAccess) -> str | None:
+    """The model picker: the served checkpoint, those found under the root, or typed text."""
     st.sidebar.header("Model")
-    root = Path(args.checkpoints_root)
-    found = [str(p) for p in find_checkpoints(root)]
-    options: list[str] = []
-    if args.checkpoint:
-        options.append(args.checkpoint)
-    options += [p for p in found if p not in options]
     typed_label = "Another folder..."
-    options.append(typed_label)
-
-    def label(p: str) -> str:
-        if p == typed_label:
-            return p
-        try:
-            return str(Path(p).relative_to(root.resolve()))
-        except ValueError:
-            return p
-
+    options = [*checkpoint_options(args.checkpoint, access.root), typed_label]
     choice = st.sidebar.selectbox(
         "Checkpoint",
         options,
         index=0,
-        format_func=label,
-        help=f"Folders under {root.resolve()} holding config.json, model.safetensors and "
+        format_func=lambda p: p if p == typed_label else option_label(p, access.root),
+        help="Folders under the checkpoints root holding config.json, model.safetensors and "
         "tokenizer.json.",
     )
+    if access.note:
+        st.sidebar.caption(access.note)
     if choice == typed_label:
-        typed = st.sidebar.text_input("Checkpoint folder", placeholder="runs/flickr8k/best")
+        where = "Checkpoint folder" if access.open_to_any else "Folder under the root, or zoo name"
+        typed = st.sidebar.text_input(where, placeholder="runs/flickr8k/best")
         return typed.strip() or None
     return choice
+
+
+def show_model(loaded: LoadedModel) -> None:
+    """What is loaded: size, encoder, decoder, training data and validation scores."""
+    st.sidebar.caption(
+        f"{human_count(loaded.parameters)} parameters · {loaded.grid[0]}x{loaded.grid[1]} "
+        f"patches · loaded in {loaded.load_seconds:.1f} s"
+    )
+    card = loaded.card
+    if card is None:
+        return
+    lines = [("Encoder", card.encoder), ("Decoder", card.decoder)]
+    lines += [("Trained on", card.data), ("Scores", card.validation)]
+    for name, text in lines:
+        if text:
+            st.sidebar.caption(f"**{name}:** {md_escape(text)}")
 
 
 def choose_decoding(max_length: int) -> tuple[Decoding, bool]:
@@ -202,7 +231,9 @@ def show_result(
                 st.image(thumbs, caption=[w for w, _ in result.words], width=THUMB)
 
 
-def caption_and_show(loaded: LoadedModel, item: LoadedImage, key: str, settings) -> None:
+def caption_and_show(
+    loaded: LoadedModel, item: LoadedImage, key: str, settings
+) -> CaptionResult | None:
     """Caption ``item`` and show it; a model-side error becomes a message, not a traceback."""
     decoding, attention = settings
     for note in item.notes:
@@ -212,17 +243,19 @@ def caption_and_show(loaded: LoadedModel, item: LoadedImage, key: str, settings)
             result = cached_caption(loaded, key, item.image, decoding, attention)
     except UserError as err:
         st.error(f"{item.name}: {err}")
-        return
+        return None
     except Exception as err:  # noqa: BLE001  (the page must keep serving other images)
         st.error(f"{item.name}: captioning failed: {type(err).__name__}: {err}")
-        return
+        return None
     show_result(item.name, item.image, result, loaded, decoding)
+    return result
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-def upload_tab(loaded: LoadedModel, limits: UploadLimits, settings) -> None:
+def upload_tab(loaded: LoadedModel, limits: UploadLimits, settings) -> list[ShownCaption]:
+    shown: list[ShownCaption] = []
     files = st.file_uploader(
         "Images (JPEG, PNG, WebP, GIF)",
         type=list(UPLOAD_EXTENSIONS),
@@ -231,7 +264,7 @@ def upload_tab(loaded: LoadedModel, limits: UploadLimits, settings) -> None:
     )
     if not files:
         st.caption("Upload one or several images to caption them.")
-        return
+        return shown
     if len(files) > limits.max_files:
         st.warning(f"{len(files)} files uploaded; captioning the first {limits.max_files}.")
         files = files[: limits.max_files]
@@ -245,43 +278,91 @@ def upload_tab(loaded: LoadedModel, limits: UploadLimits, settings) -> None:
         except Exception as err:  # noqa: BLE001  (never a traceback for a bad file)
             st.error(f"{f.name}: cannot read this file ({type(err).__name__}: {err}).")
             continue
-        caption_and_show(loaded, item, hashlib.sha1(data).hexdigest(), settings)
+        result = caption_and_show(loaded, item, hashlib.sha1(data).hexdigest(), settings)
+        if result is not None:
+            shown.append(ShownCaption(item.name, result))
+    return shown
 
 
-def draw_tab(loaded: LoadedModel, settings) -> None:
+def draw_tab(loaded: LoadedModel, settings) -> list[ShownCaption]:
     try:
         from streamlit_drawable_canvas import st_canvas
     except Exception as err:  # noqa: BLE001  (an optional extra; the upload tab still works)
         st.info(f"Drawing needs streamlit-drawable-canvas ({type(err).__name__}: {err}).")
-        return
-    tools = st.columns([1, 1, 1])
-    mode = tools[0].selectbox("Tool", ["freedraw", "line", "rect", "circle"], key="draw_mode")
-    colour = tools[1].color_picker("Colour", "#d62728", key="draw_colour")
-    width = tools[2].slider("Stroke", 1, 40, 12, key="draw_width")
+        return []
+    board = board_for(getattr(loaded.model.config, "image_look", None))
+    tools = st.columns([1, 1, 2])
+    mode = tools[0].selectbox("Tool", list(TOOLS), format_func=TOOLS.get, key="draw_mode")
+    colour = tools[1].color_picker("Colour", "#e11e1e", key="draw_colour")
+    brushes = board.brushes
+    if mode in ("rect", "circle"):
+        width = SHAPE_STROKE
+        tools[2].caption("Drag out the shape: it is filled with the colour.")
+    elif brushes:
+        name = tools[2].radio(
+            "Brush",
+            list(brushes),
+            format_func=lambda n: f"{n} ({brushes[n]} px)",
+            horizontal=True,
+            key="draw_brush",
+        )
+        width = brushes[name]
+    else:
+        width = tools[2].slider("Stroke", 1, 40, 12, key="draw_width")
     result = st_canvas(
         fill_color=colour,
         stroke_width=width,
         stroke_color=colour,
-        background_color="#ffffff",
-        height=CANVAS,
-        width=CANVAS,
+        background_image=background(board),
+        height=board.canvas,
+        width=board.canvas,
         drawing_mode=mode,
         return_image_data=True,
-        key="canvas",
+        key=f"canvas-{board.canvas}",
     )
+    st.caption(board.describe())
     objects = (result.json_data or {}).get("objects") or []
     if not objects:
         st.caption("Draw something: it is captioned when you lift the pen.")
-        return
-    rgba = result.image_data
-    if rgba is None:
-        return
-    from PIL import Image
-
-    image = to_rgb(Image.fromarray(rgba.astype("uint8"), mode="RGBA"))
+        return []
+    strokes = result.image_data
+    if strokes is None:
+        return []
+    image = drawing_image(strokes, board)
     key = hashlib.sha1(image.tobytes()).hexdigest()
     item = LoadedImage(name="drawing", image=image, format="PNG", original_size=image.size)
-    caption_and_show(loaded, item, key, settings)
+    result = caption_and_show(loaded, item, key, settings)
+    return [] if result is None else [ShownCaption(item.name, result)]
+
+
+def offer_downloads(place, shown: list[ShownCaption], model: str, decoding: Decoding) -> None:
+    """The sidebar's download buttons: every caption on the page, as JSON and as CSV."""
+    with place:
+        st.header("Results")
+        if not shown:
+            st.caption("Caption images to download their captions here.")
+            return
+        count = f"{len(shown)} caption" + ("s" if len(shown) > 1 else "")
+        st.caption(f"{count} on this page, with scores and the other candidates.")
+        json_col, csv_col = st.columns(2)
+        json_col.download_button(
+            "JSON",
+            captions_json(shown, model, decoding),
+            file_name="captions.json",
+            mime="application/json",
+            on_click="ignore",
+            icon=":material/download:",
+            key="download_json",
+        )
+        csv_col.download_button(
+            "CSV",
+            captions_csv(shown),
+            file_name="captions.csv",
+            mime="text/csv",
+            on_click="ignore",
+            icon=":material/download:",
+            key="download_csv",
+        )
 
 
 def no_checkpoint_help(problem: str | None = None) -> None:
@@ -302,15 +383,22 @@ def main() -> None:
     st.set_page_config(page_title="mlx-caption", layout="wide")
     args = parse_args()
     st.title("mlx-caption")
-    st.caption("Pure-MLX image captioning: a CLIP vision transformer and a transformer decoder.")
+    st.caption("Pure-MLX image captioning: a vision transformer and a transformer decoder.")
     limits = UploadLimits(max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels)
 
-    path = choose_checkpoint(args)
-    if not path:
+    access = checkpoint_access(args)
+    picked = choose_checkpoint(args, access)
+    if not picked:
         no_checkpoint_help()
         return
+    try:
+        path = access.resolve(picked)
+    except UserError as err:
+        st.error(str(err))
+        st.info("Pick a checkpoint in the sidebar's list, or type a folder under its root.")
+        return
     if Path(path).expanduser().exists() and not is_checkpoint(Path(path).expanduser()):
-        no_checkpoint_help(f"{path} is not a captioner checkpoint folder.")
+        no_checkpoint_help(f"{picked} is not a captioner checkpoint folder.")
         return
     try:
         loaded = cached_model(path, checkpoint_mtime(path))
@@ -318,19 +406,18 @@ def main() -> None:
         no_checkpoint_help(str(err))
         return
     except Exception as err:  # noqa: BLE001
-        no_checkpoint_help(f"Could not load {path}: {type(err).__name__}: {err}")
+        no_checkpoint_help(f"Could not load {picked}: {type(err).__name__}: {err}")
         return
-    st.sidebar.caption(
-        f"{human_count(loaded.parameters)} parameters · encoder {loaded.encoder_name or '?'} · "
-        f"{loaded.grid[0]}x{loaded.grid[1]} patches · loaded in {loaded.load_seconds:.1f} s"
-    )
+    show_model(loaded)
     settings = choose_decoding(loaded.max_length)
+    downloads = st.sidebar.container()  # filled once every caption on the page is known
 
     upload, draw = st.tabs(["Upload", "Draw"])
     with upload:
-        upload_tab(loaded, limits, settings)
+        shown = upload_tab(loaded, limits, settings)
     with draw:
-        draw_tab(loaded, settings)
+        shown += draw_tab(loaded, settings)
+    offer_downloads(downloads, shown, option_label(picked, access.root), settings[0])
 
 
 main()

@@ -24,7 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoints-root",
         default=".",
-        help="folder searched for checkpoints to offer in the model picker (default: .)",
+        help="folder searched for checkpoints to offer in the model picker (default: .); on a "
+        "network --host, visitors may load only folders under it, the served checkpoint and "
+        "zoo names",
+    )
+    parser.add_argument(
+        "--allow-any-checkpoint",
+        action="store_true",
+        help="on a network --host, let visitors load any folder or hub id they type (the "
+        "server's disk and the hub are then theirs to read)",
     )
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     parser.add_argument(
@@ -104,10 +112,14 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     ]
     if args.checkpoint:
         cmd += ["--checkpoint", _check_checkpoint(args.checkpoint)]
+    if args.allow_any_checkpoint:
+        cmd.append("--allow-any-checkpoint")
     return cmd
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlx_caption.app.checkpoints import is_loopback
+
     cmd = streamlit_command(args)
     if args.dry_run:
         if args.json:
@@ -123,6 +135,13 @@ def run(args: argparse.Namespace) -> int:
             "(streamlit and streamlit-drawable-canvas)"
         )
     print(f"mlx-caption: serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    if not is_loopback(args.host):
+        reach = (
+            "any folder or hub id (--allow-any-checkpoint)"
+            if args.allow_any_checkpoint
+            else "only the served checkpoint, folders under --checkpoints-root and zoo names"
+        )
+        print(f"mlx-caption: visitors may load {reach}", file=sys.stderr, flush=True)
     # Replace this process: Ctrl-C and a supervisor's SIGTERM reach Streamlit directly, and
     # no idle parent is left holding the terminal.
     os.execv(cmd[0], cmd)

@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=2000, help="number of images (2000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (64)")
+    parser.add_argument(
+        "--max-objects", type=int, default=3, help="shapes per image: 1 to this many (3)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary last")
 
 
@@ -24,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from mlx_caption.data.synthetic import write_synthetic_dataset
 
     start = time.perf_counter()
-    path = write_synthetic_dataset(args.out, images=args.images, seed=args.seed, size=args.size)
+    path = write_synthetic_dataset(
+        args.out, images=args.images, seed=args.seed, size=args.size, max_objects=args.max_objects
+    )
     seconds = time.perf_counter() - start
     data = json.loads(path.read_text(encoding="utf-8"))
     splits = Counter(e["split"] for e in data["images"])

@@ -55,6 +55,9 @@ POSITIONS = ("left", "right", "top", "bottom", "middle")
 # Radius as a fraction of the image side (jittered by +-_RADIUS_JITTER).
 _RADIUS = {"small": 0.09, "large": 0.15}
 _RADIUS_JITTER = 0.008
+# Each size's circle diameter as a fraction of the image side (a trained model's config records
+# them, and the web page sizes its brushes from them).
+OBJECT_DIAMETERS = {size: round(2 * r, 4) for size, r in _RADIUS.items()}
 
 
 def _supersample(size: int) -> int:
@@ -80,9 +83,10 @@ def _pick_objects(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def random_scene(rng: np.random.Generator) -> dict[str, Any]:
-    """One scene: objects with colour, shape, size, position label and geometry (fractions)."""
-    n = int(rng.integers(1, 4))
+def random_scene(rng: np.random.Generator, max_objects: int = 3) -> dict[str, Any]:
+    """One scene of 1 to ``max_objects`` (at most 3) objects: colour, shape, size, position
+    label and geometry (fractions)."""
+    n = int(rng.integers(1, max_objects + 1))
     objects = _pick_objects(rng, n)
 
     def jit(a: float) -> float:
@@ -285,14 +289,14 @@ def _words_commas(text: str) -> list[str]:
 
 
 def _write_images(
-    img_dir: Path, first: int, stop: int, seed: int, size: int, quality: int
+    img_dir: Path, first: int, stop: int, seed: int, size: int, quality: int, max_objects: int
 ) -> list[tuple[dict[str, Any], list[str]]]:
     """Draw and save images ``first..stop-1``; return each one's scene and captions."""
     out = []
     for i in range(first, stop):
         # One generator per image: any image can be regenerated alone, in any order.
         rng = np.random.default_rng([seed, i])
-        scene = random_scene(rng)
+        scene = random_scene(rng, max_objects)
         captions = scene_captions(scene, rng)
         img = render_scene(scene, size, rng)
         img.save(img_dir / f"{i:06d}.jpg", format="JPEG", quality=quality, subsampling=0)
@@ -307,6 +311,7 @@ def write_synthetic_dataset(
     size: int = 64,
     quality: int = 95,
     workers: int | None = None,
+    max_objects: int = 3,
 ) -> Path:
     """Write ``images/NNNNNN.jpg`` and ``dataset_synthetic.json`` (Karpathy format) to out_dir.
 
@@ -314,12 +319,15 @@ def write_synthetic_dataset(
     ``sentids``, ``sentences`` (``raw`` and ``tokens``) and ``scene`` (ground truth). Returns
     the JSON path. Deterministic: same arguments, same bytes, whatever the number of
     ``workers`` (threads drawing blocks of images, default one per CPU core: Pillow releases
-    the GIL while it resizes and encodes, so threads do run in parallel).
+    the GIL while it resizes and encodes, so threads do run in parallel). ``max_objects`` 1
+    gives one shape per image: an easier set, learnt in far fewer steps.
     """
     if images < 1:
         raise UserError(f"--images must be at least 1, got {images}")
     if size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
+    if not 1 <= max_objects <= 3:
+        raise UserError(f"--max-objects must be 1, 2 or 3, got {max_objects}")
     out = Path(out_dir)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +336,9 @@ def write_synthetic_dataset(
     workers = max(1, workers)
     # A few blocks per worker, so one slow block does not leave the others idle.
     bounds = np.linspace(0, images, 4 * workers + 1).astype(int).tolist()
-    blocks = [(img_dir, a, b, seed, size, quality) for a, b in itertools.pairwise(bounds)]
+    blocks = [
+        (img_dir, a, b, seed, size, quality, max_objects) for a, b in itertools.pairwise(bounds)
+    ]
     with ThreadPoolExecutor(workers) as pool:
         drawn = list(pool.map(_write_images, *zip(*blocks, strict=True)))
     splits = _splits(images)
@@ -352,7 +362,7 @@ def write_synthetic_dataset(
         )
     data = {
         "dataset": "synthetic",
-        "generator": {"seed": seed, "size": size, "images": images},
+        "generator": {"seed": seed, "size": size, "images": images, "max_objects": max_objects},
         "images": entries,
     }
     path = out / DATASET_FILE

@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from mlx_caption.data.look import ImageLook
 from mlx_caption.models.base import set_encoder_trainable
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig, TextDecoder
@@ -39,6 +40,9 @@ class CaptionerConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     encoder_name: str | None = None  # zoo name or source of the encoder weights, for provenance
     projector: str = "linear"  # "linear" | "mlp"
+    # What the training images looked like (background, noise, object sizes), measured when
+    # the model was trained here; None for older checkpoints and models trained elsewhere.
+    image_look: ImageLook | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
@@ -47,6 +51,7 @@ class CaptionerConfig:
             decoder=DecoderConfig.from_dict(data.get("decoder", {})),
             encoder_name=data.get("encoder_name"),
             projector=data.get("projector", "linear"),
+            image_look=ImageLook.from_dict(data["image_look"]) if data.get("image_look") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +61,7 @@ class CaptionerConfig:
             "decoder": self.decoder.to_dict(),
             "encoder_name": self.encoder_name,
             "projector": self.projector,
+            "image_look": self.image_look.to_dict() if self.image_look else None,
         }
 
 

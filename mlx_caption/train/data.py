@@ -20,12 +20,16 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.data.look import ImageLook, measure_look
+from mlx_caption.data.preprocess import PreprocessConfig, load_image
 from mlx_caption.data.sources import Record, load_records, validate_records
+from mlx_caption.data.synthetic import OBJECT_DIAMETERS
 from mlx_caption.errors import UserError
 from mlx_caption.models.base import eval_mode
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World, barrier, shard_rows
+
+LOOK_SAMPLE = 64  # training images measured for the model's ImageLook
 
 
 class TrainData:
@@ -56,6 +60,7 @@ class TrainData:
         self.features = None  # frozen: FeatureStore of the training images' grids
         self.val_features = None
         self._steps: int | None = None
+        self._look: ImageLook | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -199,6 +204,19 @@ class TrainData:
                 "references": batch["references"],
             }
 
+    # ------------------------------------------------------------------ what images look like
+
+    def image_look(self) -> ImageLook:
+        """What the training images look like, measured on up to ``LOOK_SAMPLE`` of them spread
+        over the set (see :mod:`mlx_caption.data.look`); the synthetic generator adds its
+        object sizes. The model's config records it for the web page's drawing canvas."""
+        if self._look is None:
+            step = max(1, len(self.train) // LOOK_SAMPLE)
+            sample = self.train[::step][:LOOK_SAMPLE]
+            sizes = OBJECT_DIAMETERS if self.cfg.data.synthetic else None
+            self._look = measure_look((load_image(r.image) for r in sample), sizes)
+        return self._look
+
     # ------------------------------------------------------------------ frozen features
 
     def prepare_features(self, model, progress: bool = False) -> None:
@@ -242,20 +260,25 @@ def _synthetic(spec: dict[str, Any], root: Path, world: World) -> Path:
     """Generate (once) the synthetic data set a recipe asks for; return its JSON path."""
     from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
 
-    allowed = {"images", "size", "seed"}
+    allowed = {"images", "size", "seed", "max_objects"}
     unknown = set(spec) - allowed
     if unknown:
         raise UserError(f"data.synthetic: unknown keys {sorted(unknown)} (use {sorted(allowed)})")
-    images, size, seed = (
+    images, size, seed, objects = (
         int(spec.get("images", 2000)),
         int(spec.get("size", 64)),
         int(spec.get("seed", 0)),
+        int(spec.get("max_objects", 3)),
     )
     folder = root / f"synthetic-{images}-{size}-{seed}"
+    if objects != 3:  # the default keeps the folder name older runs wrote
+        folder = folder.with_name(f"{folder.name}-{objects}objects")
     path = folder / DATASET_FILE
     # Rank 0 writes first; ranks on other hosts (no shared disk) then write their own copy.
     for turn in (True, False):
         if world.is_main == turn and not path.is_file():
-            write_synthetic_dataset(folder, images=images, seed=seed, size=size)
+            write_synthetic_dataset(
+                folder, images=images, seed=seed, size=size, max_objects=objects
+            )
         barrier(world)
     return path

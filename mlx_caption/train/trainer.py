@@ -113,7 +113,8 @@ def build_parts(
 
     The model comes from ``resume`` (a training checkpoint: weights and optimizer state),
     ``init_from`` (a captioner folder: weights only) or is built fresh with a tokenizer
-    trained on the data. ``data`` gets the tokenizer and the model's preprocessing. The
+    trained on the data. ``data`` gets the tokenizer and the model's preprocessing; the model's
+    config gets what the training images look like (``image_look``, unless resuming). The
     schedules run over ``total_steps`` (default: the recipe's epochs, capped by
     ``max_steps``).
     """
@@ -133,6 +134,8 @@ def build_parts(
             f"positions but the model has {positions}; lower data.max_length"
         )
     data.set_preprocess(model.config.vision.preprocess)
+    if not resume:  # a resumed run keeps what its first start measured
+        model.config.image_look = data.image_look()
     set_trainable(model, cfg.model)
     model.train()
     if total_steps is None:
