@@ -60,6 +60,14 @@ class PreprocessConfig:
         cfg.image_std = tuple(cfg.image_std)
         return cfg
 
+    def at_size(self, size: int) -> PreprocessConfig:
+        """The same processor with a ``size``-pixel output; a shortest-side resize keeps its
+        ratio to the crop (DINOv2's 256 for a 224 crop becomes 384 for 336)."""
+        resize = size
+        if self.resize_mode == "shortest_edge":
+            resize = round(self.resize_shortest_edge * size / self.crop_size)
+        return dataclasses.replace(self, resize_shortest_edge=resize, crop_size=size)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["image_mean"] = list(self.image_mean)

@@ -17,14 +17,18 @@ A family is a folder under ``models/`` (``models/clip/`` is the example to copy)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
+
+from mlx_caption.data.preprocess import PreprocessConfig
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,172 @@ class VisionOutput:
     """What an encoder returns (the fields of Hugging Face's vision model output)."""
 
     last_hidden_state: mx.array  # (B, T, D): the token grid a captioner reads
-    pooler_output: mx.array  # (B, D)
+    pooler_output: mx.array | None  # (B, D); None when the checkpoint has no pooling head
     image_embeds: mx.array | None = None  # (B, P) when the model has a projection head
     hidden_states: tuple[mx.array, ...] | None = None  # embeddings + every layer's output
+
+
+class EncoderConfig:
+    """What every encoder family's config dataclass shares (mixed into each of them).
+
+    ``image_size`` is the checkpoint's resolution, which sizes its position table; images
+    come in at ``preprocess.crop_size`` (:attr:`input_size`), which may differ: the model
+    then resizes its positions to the input's patch grid, the family's way. A subclass sets
+    ``MODEL_TYPE`` (written by :meth:`to_dict`), ``prefix_tokens`` (class and register tokens
+    before the patches) and :meth:`default_preprocess`, and has the fields ``image_size``,
+    ``patch_size`` and ``preprocess``.
+    """
+
+    MODEL_TYPE: ClassVar[str] = ""
+    image_size: int
+    patch_size: int
+    preprocess: PreprocessConfig | None
+
+    def default_preprocess(self) -> PreprocessConfig:
+        """The family's processor at ``image_size`` (when the checkpoint ships none)."""
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        if self.preprocess is None:
+            self.preprocess = self.default_preprocess()
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patch grid (a class token, registers)."""
+        return 1
+
+    @property
+    def input_size(self) -> int:
+        """The side of the images the encoder is fed (the processor's output)."""
+        return self.preprocess.crop_size
+
+    @property
+    def num_positions(self) -> int:
+        """Rows of the checkpoint's position table (its grid and the prefix tokens)."""
+        return (self.image_size // self.patch_size) ** 2 + self.prefix_tokens
+
+    @property
+    def num_patches(self) -> int:
+        """Patches of an input image."""
+        return (self.input_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per input image: the prefix tokens and one per patch."""
+        return self.num_patches + self.prefix_tokens
+
+    def at_image_size(self, size: int) -> Any:
+        """A copy fed ``size``-pixel images (the processor scaled to match; the weights are
+        the same: positions are resized to the new grid when the model runs)."""
+        if size < self.patch_size:
+            raise ValueError(f"image size {size} is smaller than one {self.patch_size}-px patch")
+        return dataclasses.replace(self, preprocess=self.preprocess.at_size(size))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """From :meth:`to_dict`'s output (unknown keys, such as ``model_type``, ignored)."""
+        data = dict(data)
+        pre = data.pop("preprocess", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in names})
+        if pre:
+            cfg.preprocess = PreprocessConfig.from_dict(pre)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"model_type": self.MODEL_TYPE, **dataclasses.asdict(self)}
+        d["preprocess"] = self.preprocess.to_dict()
+        return d
+
+
+def hf_fields(cls: type, source: dict, names: Collection[str]) -> dict[str, Any]:
+    """``names`` read from a Hugging Face config dict, the dataclass default where absent."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {n: source.get(n, defaults[n]) for n in names}
+
+
+def vision_section(config: dict, model_type: str, tower_type: str, family: str) -> dict:
+    """The vision tower's ``config.json`` dict: ``vision_config`` of a two-tower
+    ``model_type`` checkpoint, or the whole dict of a ``tower_type`` one."""
+    found = config.get("model_type")
+    if found == model_type:
+        return dict(config.get("vision_config") or {})
+    if found == tower_type:
+        return config
+    raise ValueError(
+        f"not a {family} checkpoint: config.json has model_type={found!r} "
+        f"(expected {model_type!r} or {tower_type!r})"
+    )
+
+
+def run_blocks(
+    model: nn.Module, x: mx.array, output_hidden_states: bool = False
+) -> tuple[mx.array, tuple[mx.array, ...] | None]:
+    """``x`` through ``model.layers`` (under :func:`checkpointed` while training with
+    ``model.grad_checkpoint``); also the input and every block's output if asked."""
+    hidden = [x] if output_hidden_states else None
+    checkpoint = model.grad_checkpoint and model.training
+    for layer in model.layers:
+        x = checkpointed(layer, x) if checkpoint else layer(x)
+        if hidden is not None:
+            hidden.append(x)
+    return x, tuple(hidden) if hidden is not None else None
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def sanitize_state(
+    weights: dict[str, Any], key_map: Callable[[str], str | None], patch_key: str
+) -> dict[str, Any]:
+    """A Hugging Face state dict in a family's names and layouts.
+
+    ``key_map`` renames each key (None drops it: other towers, buffers); the patch kernel
+    ``patch_key`` goes from OIHW (torch) to OHWI (MLX). A kernel already OHWI is left as is:
+    the two are told apart by which axes are equal (the square patch's), so only a 3-pixel
+    patch over 3 channels would be ambiguous. Idempotent when ``key_map`` is; works on numpy
+    and MLX arrays.
+    """
+    out = {}
+    for key, value in weights.items():
+        key = key_map(key)
+        if key is None:
+            continue
+        if key == patch_key and value.ndim == 4 and _is_oihw(tuple(value.shape)):
+            value = value.transpose(0, 2, 3, 1)
+            if isinstance(value, np.ndarray):
+                value = np.ascontiguousarray(value)
+        out[key] = value
+    return out
+
+
+def hf_state(
+    weights: dict[str, np.ndarray],
+    hf_keys: Collection[str],
+    key_map: Callable[[str], str | None],
+    patch_key: str,
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`sanitize_state` for the keys of a transformers model's state dict:
+    each key's tensor from ``weights`` (our names, found through ``key_map``), kernels OIHW.
+    Keys ``key_map`` drops (buffers, unused tensors) are left out."""
+    out = {}
+    for hf_key in hf_keys:
+        key = key_map(hf_key)
+        if key is None:
+            continue
+        if key not in weights:
+            raise ValueError(f"the MLX encoder has no weight for {hf_key!r}")
+        value = weights[key]
+        if key == patch_key:
+            value = value.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+        out[hf_key] = np.ascontiguousarray(value)
+    return out
+
+
+def _is_oihw(shape: tuple[int, ...]) -> bool:
+    # OIHW: (D, C, p, p); OHWI: (D, p, p, C). Square patches mean H == W in both layouts.
+    _, a, b, c = shape
+    return b == c and a != b
 
 
 @contextlib.contextmanager

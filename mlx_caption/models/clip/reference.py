@@ -8,13 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
 import numpy as np
 import torch
 import transformers
 
+from mlx_caption.models import reference
+from mlx_caption.models.base import hf_state
 from mlx_caption.models.clip.config import CLIPVisionConfig
-from mlx_caption.models.clip.vision import PATCH_KEY
+from mlx_caption.models.clip.vision import PATCH_KEY, hf_key_to_ours
+
+# The torch forward and the comparison are every family's.
+last_hidden_state = reference.last_hidden_state
+compare = reference.compare
 
 
 def hf_config(cfg: CLIPVisionConfig) -> transformers.CLIPVisionConfig:
@@ -41,8 +46,7 @@ def _model_class(cfg: CLIPVisionConfig) -> type:
 
 def random_model(cfg: CLIPVisionConfig, seed: int = 0) -> Any:
     """A randomly initialised transformers model of this shape, in eval mode."""
-    torch.manual_seed(seed)
-    return _model_class(cfg)(hf_config(cfg)).eval()
+    return reference.random_model(_model_class(cfg), hf_config(cfg), seed)
 
 
 def load_model(folder: str | Path, cfg: CLIPVisionConfig) -> Any:
@@ -55,45 +59,6 @@ def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str,
     """Inverse of ``CLIPVisionModel.sanitize`` for the keys of a transformers state dict.
 
     ``hf_keys`` are the torch model's own names (with or without ``vision_model.``, which
-    differs between transformers versions); each is looked up without the prefix.
+    differs between transformers versions).
     """
-    out = {}
-    for hf_key in hf_keys:
-        key = hf_key.removeprefix("vision_model.")
-        if key.endswith("position_ids"):
-            continue
-        if key not in weights:
-            raise ValueError(f"the MLX encoder has no weight for {hf_key!r}")
-        value = weights[key]
-        if key == PATCH_KEY:
-            value = value.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        out[hf_key] = np.ascontiguousarray(value)
-    return out
-
-
-def last_hidden_state(model: Any, pixels: np.ndarray) -> Any:
-    """The torch model's token grid for NHWC pixels (no copy: an NCHW view of the buffer)."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
-    with torch.inference_mode():
-        return model(pixel_values=x).last_hidden_state
-
-
-def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
-    """Largest absolute differences between the two models' outputs on random pixels."""
-    cfg = mlx_model.config
-    rng = np.random.default_rng(seed)
-    pixels = rng.standard_normal((2, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-    with torch.no_grad():
-        ref = hf_model(pixel_values=x)
-    out = mlx_model(mx.array(pixels).astype(mlx_model.pre_layrnorm.weight.dtype))
-
-    def diff(a: Any, b: Any) -> float:
-        return float(np.max(np.abs(np.array(a.astype(mx.float32)) - b.numpy())))
-
-    diffs = {"last_hidden_state": diff(out.last_hidden_state, ref.last_hidden_state)}
-    if cfg.projection_dim:
-        diffs["image_embeds"] = diff(out.image_embeds, ref.image_embeds)
-    else:
-        diffs["pooler_output"] = diff(out.pooler_output, ref.pooler_output)
-    return diffs
+    return hf_state(weights, hf_keys, hf_key_to_ours, PATCH_KEY)

@@ -12,7 +12,12 @@ from mlx_caption.models.layers.attention import (
     scaled_dot_product_attention,
 )
 from mlx_caption.models.layers.mlp import MLP
-from mlx_caption.models.layers.positions import sincos_position_embedding
+from mlx_caption.models.layers.positions import (
+    bicubic_matrix,
+    resize_grid,
+    resize_positions,
+    sincos_position_embedding,
+)
 from mlx_caption.models.layers.stems import STEMS, ConvStem, PatchEmbedding
 
 __all__ = [
@@ -24,10 +29,13 @@ __all__ = [
     "MultiHeadAttention",
     "PatchEmbedding",
     "attention_weights",
+    "bicubic_matrix",
     "causal_mask",
     "combine_masks",
     "gelu_tanh",
     "key_padding_mask",
+    "resize_grid",
+    "resize_positions",
     "scaled_dot_product_attention",
     "sincos_position_embedding",
     "softmax",
