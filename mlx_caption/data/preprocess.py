@@ -28,6 +28,10 @@ from mlx_caption.errors import UserError
 # OpenAI CLIP's normalisation: the default, as most checkpoints here use it.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# transformers' IMAGENET_STANDARD_* (ViT, SigLIP) and IMAGENET_DEFAULT_* (DINOv2).
+STANDARD_MEAN = STANDARD_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 RESIZE_MODES = ("shortest_edge", "exact")
@@ -73,6 +77,25 @@ class PreprocessConfig:
         d["image_mean"] = list(self.image_mean)
         d["image_std"] = list(self.image_std)
         return d
+
+
+def squash_preprocess(
+    size: int,
+    resample: str,
+    image_mean: tuple[float, float, float] = STANDARD_MEAN,
+    image_std: tuple[float, float, float] = STANDARD_STD,
+) -> PreprocessConfig:
+    """A processor that squashes the whole image to ``size`` square, no crop (transformers'
+    ``size={"height", "width"}``: ViT's, SigLIP's, BLIP's)."""
+    return PreprocessConfig(
+        resize_shortest_edge=size,
+        crop_size=size,
+        resample=resample,
+        do_center_crop=False,
+        resize_mode="exact",
+        image_mean=image_mean,
+        image_std=image_std,
+    )
 
 
 # PIL's filter numbers, as Hugging Face's preprocessor_config.json stores them.

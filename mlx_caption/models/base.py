@@ -204,6 +204,19 @@ def sanitize_state(
     return out
 
 
+def tower_keys(drop_prefixes: tuple[str, ...]) -> Callable[[str], str | None]:
+    """The key map of a vision tower saved alone or inside a two-tower checkpoint: keys of
+    ``drop_prefixes`` (the other tower) and ``position_ids`` buffers dropped,
+    ``vision_model.`` stripped."""
+
+    def key_map(key: str) -> str | None:
+        if key.startswith(drop_prefixes) or key.endswith("position_ids"):
+            return None
+        return key.removeprefix("vision_model.")
+
+    return key_map
+
+
 def hf_state(
     weights: dict[str, np.ndarray],
     hf_keys: Collection[str],

@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state
+from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state, tower_keys
 from mlx_caption.models.clip.config import CLIPVisionConfig
 from mlx_caption.models.layers import (
     MLP,
@@ -28,6 +28,7 @@ from mlx_caption.models.layers import (
 PATCH_KEY = "embeddings.patch_embedding.weight"
 # Keys of the rest of a CLIPModel checkpoint: the text tower and the contrastive scale.
 DROP_PREFIXES = ("text_model.", "text_projection.", "logit_scale")
+hf_key_to_ours = tower_keys(DROP_PREFIXES)  # a transformers key -> ours (None: dropped)
 
 
 class VisionEmbeddings(nn.Module):
@@ -134,10 +135,3 @@ class CLIPVisionModel(nn.Module):
         the patch kernel from OIHW (torch) into OHWI (MLX) (see ``models.base.sanitize_state``).
         """
         return sanitize_state(weights, hf_key_to_ours, PATCH_KEY)
-
-
-def hf_key_to_ours(key: str) -> str | None:
-    """This module's name for a transformers CLIP key (None: not part of the vision tower)."""
-    if key.startswith(DROP_PREFIXES) or key.endswith("position_ids"):
-        return None
-    return key.removeprefix("vision_model.")

@@ -9,9 +9,11 @@ from mlx_caption.models.layers.attention import (
     causal_mask,
     combine_masks,
     key_padding_mask,
+    merge_heads,
     scaled_dot_product_attention,
+    split_heads,
 )
-from mlx_caption.models.layers.mlp import MLP
+from mlx_caption.models.layers.mlp import MLP, activation
 from mlx_caption.models.layers.positions import (
     bicubic_matrix,
     resize_grid,
@@ -23,6 +25,7 @@ from mlx_caption.models.layers.stems import STEMS, ConvStem, PatchEmbedding
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "activation",
     "STEMS",
     "ConvStem",
     "KVCache",
@@ -34,9 +37,11 @@ __all__ = [
     "combine_masks",
     "gelu_tanh",
     "key_padding_mask",
+    "merge_heads",
     "resize_grid",
     "resize_positions",
     "scaled_dot_product_attention",
     "sincos_position_embedding",
     "softmax",
+    "split_heads",
 ]
