@@ -72,6 +72,18 @@ class PreprocessConfig:
             resize = round(self.resize_shortest_edge * size / self.crop_size)
         return dataclasses.replace(self, resize_shortest_edge=resize, crop_size=size)
 
+    def summary(self) -> str:
+        """A short description for listings: ``squash 224, bilinear, mean/std 0.5``."""
+        names = {CLIP_MEAN: "CLIP", IMAGENET_MEAN: "ImageNet", STANDARD_MEAN: "0.5"}
+        norm = names.get(tuple(self.image_mean), "custom")
+        norm = f"mean/std {norm}" if norm == "0.5" else f"{norm} mean/std"
+        if self.resize_mode == "exact":
+            geometry = f"squash {self.crop_size}"
+        else:
+            crop = f", crop {self.crop_size}" if self.do_center_crop else ""
+            geometry = f"resize {self.resize_shortest_edge}{crop}"
+        return f"{geometry}, {self.resample}, {norm}"
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["image_mean"] = list(self.image_mean)
