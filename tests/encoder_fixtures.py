@@ -136,12 +136,11 @@ def save_hf_encoder(
 
 
 def torch_forward(model, pixels_nhwc, **kwargs):
-    """The torch model's output for NHWC numpy pixels, with every hidden state."""
-    import torch
+    """The torch model's output for NHWC numpy pixels, with every hidden state (positions
+    resized to the input's grid, ``interpolate_pos_encoding=True``, where the model asks)."""
+    from mlx_caption.models.reference import forward
 
-    x = torch.from_numpy(pixels_nhwc).permute(0, 3, 1, 2).contiguous()
-    with torch.no_grad():
-        return model(pixel_values=x, output_hidden_states=True, **kwargs)
+    return forward(model, pixels_nhwc, output_hidden_states=True, **kwargs)
 
 
 def vision_tower(model):

@@ -58,14 +58,11 @@ def test_names_and_sanitize():
     assert not any(k.startswith("decoder.") for k in once)
     twice = ViTModel.sanitize(once)
     assert once.keys() == twice.keys()
-    names = dict(tree_flatten(ViTModel(ViTConfig.from_hf(
-        json.loads(torch_model.config.to_json_string()), None, set(once)
-    )).parameters()))  # fmt: skip
+    cfg = ViTConfig.from_hf(json.loads(torch_model.config.to_json_string()), None, set(once))
+    names = dict(tree_flatten(ViTModel(cfg).parameters()))
     assert set(names) == set(once)
     assert "encoder.layer.1.attention.attention.query.weight" in names
     assert "encoder.layer.0.intermediate.dense.weight" in names and "pooler.dense.bias" in names
-    assert names[
-        "embeddings.patch_embeddings.projection.weight"
-    ].shape == (32, 16, 16, 3)  # fmt: skip
+    assert names["embeddings.patch_embeddings.projection.weight"].shape == (32, 16, 16, 3)
     with pytest.raises(ValueError, match="not a ViT checkpoint"):
         ViTConfig.from_hf({"model_type": "deit"})
