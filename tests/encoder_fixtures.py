@@ -38,14 +38,15 @@ def hf_config(family: str, variant: str | None = None, **overrides):
     import transformers
 
     variant = variant or VARIANTS[family][0]
-    args = {**TINY, **DEFAULT_GEOMETRY[family], **overrides}
+    mlp = {} if family == "dinov2" else {"intermediate_size": 64}  # DINOv2: mlp_ratio 4
+    args = {**TINY, **mlp, **DEFAULT_GEOMETRY[family], **overrides}
     if family == "siglip":
-        return transformers.SiglipVisionConfig(intermediate_size=64, **args)
+        return transformers.SiglipVisionConfig(**args)
     if family == "dinov2":
         if variant == "registers":
             return transformers.Dinov2WithRegistersConfig(**args)
         return transformers.Dinov2Config(**args)
-    return transformers.ViTConfig(intermediate_size=64, **args)
+    return transformers.ViTConfig(**args)
 
 
 def make_hf_encoder(family: str, variant: str | None = None, seed: int = 0, **overrides):
