@@ -28,7 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
 
 
 @dataclass(frozen=True)
@@ -70,21 +70,30 @@ class VisionOutput:
     hidden_states: tuple[mx.array, ...] | None = None  # embeddings + every layer's output
 
 
+@dataclass
 class EncoderConfig:
-    """What every encoder family's config dataclass shares (mixed into each of them).
+    """What every encoder family's config dataclass shares (each is a subclass).
+
+    Field names and defaults are Hugging Face's (these: a ViT-B's, every family's); a family
+    adds its own fields, sets ``MODEL_TYPE`` (written by :meth:`to_dict`), ``HF_FIELDS`` (the
+    fields ``config.json`` holds under the same name), :meth:`read_hf` and
+    :meth:`default_preprocess`, and ``prefix_tokens`` if it has no single class token.
 
     ``image_size`` is the checkpoint's resolution, which sizes its position table; images
     come in at ``preprocess.crop_size`` (:attr:`input_size`), which may differ: the model
-    then resizes its positions to the input's patch grid, the family's way. A subclass sets
-    ``MODEL_TYPE`` (written by :meth:`to_dict`), ``prefix_tokens`` (class and register tokens
-    before the patches) and :meth:`default_preprocess`, and has the fields ``image_size``,
-    ``patch_size`` and ``preprocess``.
+    then resizes its positions to the input's patch grid, the family's way.
     """
 
     MODEL_TYPE: ClassVar[str] = ""
-    image_size: int
-    patch_size: int
-    preprocess: PreprocessConfig | None
+    HF_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 224
+    patch_size: int = 16
+    preprocess: PreprocessConfig | None = None  # None: the family's processor
 
     def default_preprocess(self) -> PreprocessConfig:
         """The family's processor at ``image_size`` (when the checkpoint ships none)."""
@@ -142,11 +151,26 @@ class EncoderConfig:
         d["preprocess"] = self.preprocess.to_dict()
         return d
 
+    @classmethod
+    def read_hf(cls, config: dict, weight_names: Collection[str]) -> tuple[dict, dict]:
+        """The ``config.json`` dict holding the ``HF_FIELDS`` (a ValueError if ``config`` is
+        another family's), and the fields it does not hold under their names (what the
+        tensors or the model type decide)."""
+        raise NotImplementedError
 
-def hf_fields(cls: type, source: dict, names: Collection[str]) -> dict[str, Any]:
-    """``names`` read from a Hugging Face config dict, the dataclass default where absent."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    return {n: source.get(n, defaults[n]) for n in names}
+    @classmethod
+    def from_hf(
+        cls, config: dict, preprocessor: dict | None = None, weight_names: Collection[str] = ()
+    ) -> Any:
+        """From a Hugging Face ``config.json`` dict, its ``preprocessor_config.json`` dict if
+        the checkpoint has one (else the family's processor), and the sanitized tensor names
+        (for optional parts such as a projection head). What the config leaves out takes
+        transformers' defaults."""
+        section, derived = cls.read_hf(config, weight_names)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        cfg = cls(**{n: section.get(n, defaults[n]) for n in cls.HF_FIELDS}, **derived)
+        cfg.preprocess = preprocess_config_from_hf(preprocessor or {}, cfg.preprocess)
+        return cfg
 
 
 def vision_section(config: dict, model_type: str, tower_type: str, family: str) -> dict:
@@ -163,18 +187,41 @@ def vision_section(config: dict, model_type: str, tower_type: str, family: str) 
     )
 
 
-def run_blocks(
-    model: nn.Module, x: mx.array, output_hidden_states: bool = False
-) -> tuple[mx.array, tuple[mx.array, ...] | None]:
-    """``x`` through ``model.layers`` (under :func:`checkpointed` while training with
-    ``model.grad_checkpoint``); also the input and every block's output if asked."""
-    hidden = [x] if output_hidden_states else None
-    checkpoint = model.grad_checkpoint and model.training
-    for layer in model.layers:
-        x = checkpointed(layer, x) if checkpoint else layer(x)
-        if hidden is not None:
-            hidden.append(x)
-    return x, tuple(hidden) if hidden is not None else None
+class VisionEncoder(nn.Module):
+    """What every encoder model shares: ``config`` (its family's :class:`EncoderConfig`), the
+    blocks as ``layers`` (``self.encoder.layers``), and ``grad_checkpoint``: when set, the
+    blocks' activations are recomputed in the backward pass (only while ``self.training``),
+    trading compute for memory when fine-tuning.
+
+    A subclass names the modules after the blocks that train with any of them
+    (``after_blocks``) and the parameters fine-tuning leaves alone (``never_trained``; see
+    :func:`set_encoder_trainable`).
+    """
+
+    after_blocks: tuple[str, ...] = ()
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.config = cfg
+        self.grad_checkpoint = False
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        """The encoder blocks, first to last (for freezing the first N)."""
+        return self.encoder.layers
+
+    def run_blocks(
+        self, x: mx.array, output_hidden_states: bool = False
+    ) -> tuple[mx.array, tuple[mx.array, ...] | None]:
+        """``x`` through the blocks (checkpointed if asked, see above); also the input and
+        every block's output when ``output_hidden_states``."""
+        hidden = [x] if output_hidden_states else None
+        checkpoint = self.grad_checkpoint and self.training
+        for layer in self.layers:
+            x = checkpointed(layer, x) if checkpoint else layer(x)
+            if hidden is not None:
+                hidden.append(x)
+        return x, tuple(hidden) if hidden is not None else None
 
 
 # ----------------------------------------------------------------------------- weights

@@ -1,12 +1,17 @@
-"""What every family's ``reference`` module shares: running a transformers vision model on
-NHWC pixels and comparing it with the MLX encoder.
+"""What every family's ``reference`` module shares: building, loading and running its
+transformers model on NHWC pixels, mapping weights back, comparing with the MLX encoder.
 
-Imports torch (the ``torch`` extra); only the families' ``reference`` modules import this.
+A family's ``reference.py`` describes only what differs, as a :class:`TorchSide`, and takes
+the functions the bridge, ``convert --verify`` and the parity tests call from it. Imports
+torch (the ``torch`` extra); only the families' ``reference`` modules import this.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -14,13 +19,68 @@ import numpy as np
 import torch
 from mlx.utils import tree_flatten
 
+from mlx_caption.models.base import hf_state
+
 OUTPUTS = ("last_hidden_state", "pooler_output", "image_embeds")
 
 
-def random_model(model_class: type, config: Any, seed: int = 0) -> Any:
-    """``model_class(config)`` randomly initialised from ``seed``, in eval mode."""
-    torch.manual_seed(seed)
-    return model_class(config).eval()
+def _nothing(cfg: Any) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class TorchSide:
+    """A family's transformers classes and weight names, for its MLX config ``cfg``.
+
+    Attributes:
+        config_class: ``cfg`` -> the transformers config class, built from ``cfg``'s
+            ``HF_FIELDS`` and ``config_extra(cfg)``.
+        model_class: ``cfg`` -> the transformers model class, built (or loaded) with
+            ``model_kwargs(cfg)``.
+        key_map: a transformers state-dict key -> the MLX name (None: not an MLX tensor).
+        patch_key: the patch kernel's MLX name (OHWI in MLX, OIHW in torch).
+    """
+
+    config_class: Callable[[Any], type]
+    model_class: Callable[[Any], type]
+    key_map: Callable[[str], str | None]
+    patch_key: str
+    config_extra: Callable[[Any], dict] = _nothing
+    model_kwargs: Callable[[Any], dict] = _nothing
+
+    def hf_config(self, cfg: Any) -> Any:
+        """The transformers config of an MLX encoder config (same field names)."""
+        fields = {name: getattr(cfg, name) for name in cfg.HF_FIELDS}
+        return self.config_class(cfg)(**fields, **self.config_extra(cfg))
+
+    def random_model(self, cfg: Any, seed: int = 0) -> Any:
+        """A randomly initialised transformers model of this shape, in eval mode."""
+        torch.manual_seed(seed)
+        return self.model_class(cfg)(self.hf_config(cfg), **self.model_kwargs(cfg)).eval()
+
+    def load_model(self, folder: str | Path, cfg: Any) -> Any:
+        """The source checkpoint as transformers loads it (the vision tower of a two-tower
+        one), in eval mode, float32."""
+        model_class = self.model_class(cfg)
+        kwargs = self.model_kwargs(cfg)
+        return model_class.from_pretrained(str(folder), dtype=torch.float32, **kwargs).eval()
+
+    def to_hf_state(self, weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict:
+        """Inverse of the family's ``sanitize`` for the keys of a transformers state dict
+        (the torch model's own names, whichever transformers version built it)."""
+        return hf_state(weights, hf_keys, self.key_map, self.patch_key)
+
+    def functions(self) -> tuple[Callable, ...]:
+        """``hf_config, random_model, load_model, to_hf_state, last_hidden_state, compare``:
+        what a family's ``reference`` module defines."""
+        return (
+            self.hf_config,
+            self.random_model,
+            self.load_model,
+            self.to_hf_state,
+            last_hidden_state,
+            compare,
+        )
 
 
 def forward(model: Any, pixels: np.ndarray, **kwargs: Any) -> Any:

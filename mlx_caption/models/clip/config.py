@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
-from mlx_caption.models.base import EncoderConfig, hf_fields, vision_section
+from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.models.base import EncoderConfig, vision_section
 
 MODEL_TYPE = "clip_vision_model"
 
@@ -19,54 +19,33 @@ def clip_preprocess(image_size: int) -> PreprocessConfig:
 
 @dataclass
 class CLIPVisionConfig(EncoderConfig):
-    """A CLIP vision transformer and the preprocessing that belongs to its checkpoint."""
+    """A CLIP vision transformer and the preprocessing that belongs to its checkpoint
+    (defaults: ViT-B/32's, as transformers' CLIPVisionConfig)."""
 
     MODEL_TYPE = MODEL_TYPE
+    HF_FIELDS = (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps",
+    )  # fmt: skip
 
-    # The transformer (defaults: ViT-B/32's, as transformers' CLIPVisionConfig).
-    hidden_size: int = 768
     intermediate_size: int = 3072
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
     hidden_act: str = "quick_gelu"  # "quick_gelu" | "gelu"
     layer_norm_eps: float = 1e-5
-    # The image and its patches.
-    image_size: int = 224
     patch_size: int = 32
-    num_channels: int = 3
     projection_dim: int | None = None  # set when the checkpoint has a visual_projection
     # How pixels become tokens: "patch" is CLIP's one linear map per patch (every converted
     # checkpoint); "conv" is a stack of 3x3 stride-2 convolutions (from-scratch training:
     # it learns shapes far sooner, see models/layers/stems.py ConvStem). Same token grid.
     stem: str = "patch"
-    preprocess: PreprocessConfig | None = None  # None: CLIP's processor at image_size
 
     def default_preprocess(self) -> PreprocessConfig:
         return clip_preprocess(self.image_size)
 
     @classmethod
-    def from_hf(
-        cls,
-        config: dict,
-        preprocessor: dict | None = None,
-        weight_names: Collection[str] = (),
-    ) -> CLIPVisionConfig:
-        """From a Hugging Face ``config.json`` (``CLIPConfig`` or ``CLIPVisionConfig``).
-
-        ``preprocessor`` is the ``preprocessor_config.json`` dict, if the checkpoint has one.
-        ``projection_dim`` is kept only when the (sanitized) ``weight_names`` hold a
-        ``visual_projection``.
-        """
+    def read_hf(cls, config: dict, weight_names: Collection[str]) -> tuple[dict, dict]:
+        """``CLIPConfig``'s ``vision_config`` or a ``CLIPVisionConfig``; ``projection_dim`` is
+        kept only when the (sanitized) ``weight_names`` hold a ``visual_projection``."""
         vision = vision_section(config, "clip", MODEL_TYPE, "CLIP")
         projection_dim = config.get("projection_dim", vision.get("projection_dim", 512))
-        names = [
-            "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps",
-        ]  # fmt: skip
         has_projection = "visual_projection.weight" in weight_names
-        cfg = cls(
-            **hf_fields(cls, vision, names),
-            projection_dim=int(projection_dim) if has_projection else None,
-        )
-        cfg.preprocess = preprocess_config_from_hf(preprocessor or {}, cfg.preprocess)
-        return cfg
+        return vision, {"projection_dim": int(projection_dim) if has_projection else None}

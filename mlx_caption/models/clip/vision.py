@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state, tower_keys
+from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state, tower_keys
 from mlx_caption.models.clip.config import CLIPVisionConfig
 from mlx_caption.models.layers import (
     MLP,
@@ -72,32 +72,21 @@ class Encoder(nn.Module):
         self.layers = [EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
 
 
-class CLIPVisionModel(nn.Module):
-    """CLIP ViT over NHWC float pixels; ``model.config`` is its :class:`CLIPVisionConfig`.
-
-    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
-    (only while ``model.training``), trading compute for memory when fine-tuning.
-    """
+class CLIPVisionModel(VisionEncoder):
+    """CLIP ViT over NHWC float pixels; ``model.config`` is its :class:`CLIPVisionConfig`."""
 
     # Fine-tuning rules (see models.base.set_encoder_trainable): post_layernorm trains with any
     # block; the contrastive head is off the captioning path.
     after_blocks = ("post_layernorm",)
 
     def __init__(self, cfg: CLIPVisionConfig):
-        super().__init__()
-        self.config = cfg
-        self.grad_checkpoint = False
+        super().__init__(cfg)
         self.embeddings = VisionEmbeddings(cfg)
         self.pre_layrnorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.encoder = Encoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.projection_dim:
             self.visual_projection = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
-
-    @property
-    def layers(self) -> list[EncoderLayer]:
-        """The encoder blocks, first to last (for freezing the first N)."""
-        return self.encoder.layers
 
     @property
     def never_trained(self) -> list[str]:
@@ -115,8 +104,8 @@ class CLIPVisionModel(nn.Module):
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
         """Encode NHWC pixels of any size of at least one patch (positions are resized to
         the grid, bicubic, as transformers' ``interpolate_pos_encoding``)."""
-        x, hidden = run_blocks(
-            self, self.pre_layrnorm(self.embeddings(pixels)), output_hidden_states
+        x, hidden = self.run_blocks(
+            self.pre_layrnorm(self.embeddings(pixels)), output_hidden_states
         )
         pooled = self.post_layernorm(x[:, 0])
         embeds = self.visual_projection(pooled) if "visual_projection" in self else None

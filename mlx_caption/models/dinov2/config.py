@@ -6,13 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from mlx_caption.data.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PreprocessConfig,
-    preprocess_config_from_hf,
-)
-from mlx_caption.models.base import EncoderConfig, hf_fields
+from mlx_caption.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
+from mlx_caption.models.base import EncoderConfig
 
 MODEL_TYPE = "dinov2"
 REGISTERS_MODEL_TYPE = "dinov2_with_registers"
@@ -31,32 +26,30 @@ def dinov2_preprocess(crop_size: int = 224) -> PreprocessConfig:
 
 @dataclass
 class Dinov2Config(EncoderConfig):
-    """A DINOv2 ViT (with or without registers) and the preprocessing of its checkpoint.
+    """A DINOv2 ViT (with or without registers) and the preprocessing of its checkpoint
+    (defaults: DINOv2-B/14's, as transformers' Dinov2Config).
 
     The hub checkpoints have ``image_size`` 518 (a 37x37 position table) while their
     processor feeds 224-px crops: the positions are resized to the input's grid.
     """
 
     MODEL_TYPE = MODEL_TYPE
+    HF_FIELDS = (
+        "hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "hidden_act",
+        "layer_norm_eps", "qkv_bias", "layerscale_value", "image_size", "patch_size",
+        "num_channels",
+    )  # fmt: skip
 
-    # The transformer (defaults: DINOv2-B/14's, as transformers' Dinov2Config).
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
+    patch_size: int = 14
     mlp_ratio: int = 4
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
     qkv_bias: bool = True
     layerscale_value: float = 1.0
-    # The image and its patches.
-    image_size: int = 224
-    patch_size: int = 14
-    num_channels: int = 3
     # The registers variant (Darcet et al., 2023): tokens after the class token, and
     # positions resized with antialiasing, as transformers' Dinov2WithRegistersModel does.
     with_registers: bool = False
     num_register_tokens: int = 0
-    preprocess: PreprocessConfig | None = None  # None: DINOv2's processor (224-px crops)
 
     def default_preprocess(self) -> PreprocessConfig:
         return dinov2_preprocess()
@@ -77,14 +70,8 @@ class Dinov2Config(EncoderConfig):
         return (self.image_size // self.patch_size) ** 2 + 1
 
     @classmethod
-    def from_hf(
-        cls,
-        config: dict,
-        preprocessor: dict | None = None,
-        weight_names: Collection[str] = (),
-    ) -> Dinov2Config:
-        """From a Hugging Face ``config.json`` (``Dinov2Config`` or
-        ``Dinov2WithRegistersConfig``) and its ``preprocessor_config.json`` dict, if any."""
+    def read_hf(cls, config: dict, weight_names: Collection[str]) -> tuple[dict, dict]:
+        """A ``Dinov2Config`` or ``Dinov2WithRegistersConfig``; a SwiGLU MLP is refused."""
         model_type = config.get("model_type")
         if model_type not in (MODEL_TYPE, REGISTERS_MODEL_TYPE):
             raise ValueError(
@@ -93,19 +80,11 @@ class Dinov2Config(EncoderConfig):
             )
         if config.get("use_swiglu_ffn"):
             raise ValueError("DINOv2 with a SwiGLU MLP (dinov2-giant) is not supported")
-        names = [
-            "hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio",
-            "hidden_act", "layer_norm_eps", "qkv_bias", "layerscale_value", "image_size",
-            "patch_size", "num_channels",
-        ]  # fmt: skip
-        registers = model_type == REGISTERS_MODEL_TYPE
-        # transformers' registers config defaults to 16-px patches (the plain one to 14).
-        defaults = {"patch_size": 16} if registers else {}
-        fields = hf_fields(cls, {**defaults, **config}, names)
-        cfg = cls(
-            **fields,
-            with_registers=registers,
-            num_register_tokens=int(config.get("num_register_tokens", 4)) if registers else 0,
-        )
-        cfg.preprocess = preprocess_config_from_hf(preprocessor or {}, cfg.preprocess)
-        return cfg
+        if model_type == MODEL_TYPE:
+            return config, {}
+        # transformers' registers config defaults to 16-px patches and 4 registers.
+        registers = {
+            "with_registers": True,
+            "num_register_tokens": config.get("num_register_tokens", 4),
+        }
+        return {"patch_size": 16, **config}, registers

@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state
+from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state
 from mlx_caption.models.dinov2.config import Dinov2Config
 from mlx_caption.models.layers import MLP
 from mlx_caption.models.vit.vision import (
@@ -65,29 +65,18 @@ class Dinov2Layer(nn.Module):
         return x + self.layer_scale2(self.mlp(self.norm2(x)))
 
 
-class Dinov2Model(nn.Module):
-    """DINOv2 over NHWC float pixels; ``model.config`` is its :class:`Dinov2Config`.
-
-    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
-    (only while ``model.training``).
-    """
+class Dinov2Model(VisionEncoder):
+    """DINOv2 over NHWC float pixels; ``model.config`` is its :class:`Dinov2Config`."""
 
     # Fine-tuning rules (see models.base.set_encoder_trainable): the final layernorm trains
     # with any block.
     after_blocks = ("layernorm",)
 
     def __init__(self, cfg: Dinov2Config):
-        super().__init__()
-        self.config = cfg
-        self.grad_checkpoint = False
+        super().__init__(cfg)
         self.embeddings = ViTEmbeddings(cfg, cfg.num_register_tokens, antialias=cfg.with_registers)
         self.encoder = Encoder([Dinov2Layer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-
-    @property
-    def layers(self) -> list[Dinov2Layer]:
-        """The encoder blocks, first to last."""
-        return self.encoder.layer
 
     @property
     def never_trained(self) -> list[str]:
@@ -97,7 +86,7 @@ class Dinov2Model(nn.Module):
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
         """Encode NHWC pixels of any size of at least one patch; the tokens are the class
         token, the registers, then the patches."""
-        x, hidden = run_blocks(self, self.embeddings(pixels), output_hidden_states)
+        x, hidden = self.run_blocks(self.embeddings(pixels), output_hidden_states)
         x = self.layernorm(x)
         return VisionOutput(last_hidden_state=x, pooler_output=x[:, 0], hidden_states=hidden)
 

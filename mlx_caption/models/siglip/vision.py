@@ -15,8 +15,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state, tower_keys
-from mlx_caption.models.clip.vision import Encoder
+from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state, tower_keys
+from mlx_caption.models.clip.vision import PATCH_KEY, Encoder
 from mlx_caption.models.layers import (
     MLP,
     PatchEmbedding,
@@ -27,8 +27,7 @@ from mlx_caption.models.layers import (
 )
 from mlx_caption.models.siglip.config import SiglipVisionConfig
 
-PATCH_KEY = "embeddings.patch_embedding.weight"
-# Keys of the rest of a SiglipModel checkpoint: the text tower and the sigmoid loss's scalars.
+# PATCH_KEY, the blocks and their names are CLIP's. Keys of the rest of a SiglipModel checkpoint: the text tower and the sigmoid loss's scalars.
 DROP_PREFIXES = ("text_model.", "logit_scale", "logit_bias")
 hf_key_to_ours = tower_keys(DROP_PREFIXES)  # a transformers key -> ours (None: dropped)
 
@@ -86,31 +85,20 @@ class AttentionPoolingHead(nn.Module):
         return (pooled + self.mlp(self.layernorm(pooled)))[:, 0]
 
 
-class SiglipVisionModel(nn.Module):
-    """SigLIP ViT over NHWC float pixels; ``model.config`` is its :class:`SiglipVisionConfig`.
-
-    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
-    (only while ``model.training``).
-    """
+class SiglipVisionModel(VisionEncoder):
+    """SigLIP ViT over NHWC float pixels; ``model.config`` is its :class:`SiglipVisionConfig`."""
 
     # Fine-tuning rules (see models.base.set_encoder_trainable): post_layernorm trains with any
     # block; the pooling head is off the captioning path, which reads the token grid.
     after_blocks = ("post_layernorm",)
 
     def __init__(self, cfg: SiglipVisionConfig):
-        super().__init__()
-        self.config = cfg
-        self.grad_checkpoint = False
+        super().__init__(cfg)
         self.embeddings = VisionEmbeddings(cfg)
         self.encoder = Encoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.vision_use_head:
             self.head = AttentionPoolingHead(cfg)
-
-    @property
-    def layers(self) -> list[nn.Module]:
-        """The encoder blocks, first to last."""
-        return self.encoder.layers
 
     @property
     def never_trained(self) -> list[str]:
@@ -121,7 +109,7 @@ class SiglipVisionModel(nn.Module):
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
         """Encode NHWC pixels of any size of at least one patch (positions resized to the
         grid, bicubic, as transformers' ``interpolate_pos_encoding``)."""
-        x, hidden = run_blocks(self, self.embeddings(pixels), output_hidden_states)
+        x, hidden = self.run_blocks(self.embeddings(pixels), output_hidden_states)
         x = self.post_layernorm(x)
         pooled = self.head(x) if "head" in self else None
         return VisionOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden)

@@ -19,7 +19,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, run_blocks, sanitize_state
+from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state
 from mlx_caption.models.layers import (
     PatchEmbedding,
     activation,
@@ -164,36 +164,31 @@ class ViTLayer(nn.Module):
 
 
 class Encoder(nn.Module):
+    """The blocks, under HF's name ``encoder.layer``."""
+
     def __init__(self, blocks: list[nn.Module]):
         super().__init__()
         self.layer = blocks
 
+    @property
+    def layers(self) -> list[nn.Module]:
+        return self.layer
 
-class ViTModel(nn.Module):
-    """ViT over NHWC float pixels; ``model.config`` is its :class:`ViTConfig`.
 
-    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
-    (only while ``model.training``).
-    """
+class ViTModel(VisionEncoder):
+    """ViT over NHWC float pixels; ``model.config`` is its :class:`ViTConfig`."""
 
     # Fine-tuning rules (see models.base.set_encoder_trainable): the final layernorm trains
     # with any block; the pooler is off the captioning path, which reads the token grid.
     after_blocks = ("layernorm",)
 
     def __init__(self, cfg: ViTConfig):
-        super().__init__()
-        self.config = cfg
-        self.grad_checkpoint = False
+        super().__init__(cfg)
         self.embeddings = ViTEmbeddings(cfg)
         self.encoder = Encoder([ViTLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.add_pooling_layer:
             self.pooler = Dense(cfg.hidden_size, cfg.pooler_output_size or cfg.hidden_size)
-
-    @property
-    def layers(self) -> list[ViTLayer]:
-        """The encoder blocks, first to last."""
-        return self.encoder.layer
 
     @property
     def never_trained(self) -> list[str]:
@@ -203,7 +198,7 @@ class ViTModel(nn.Module):
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
         """Encode NHWC pixels of any size of at least one patch (positions resized to the
         grid, bicubic, as transformers' ``interpolate_pos_encoding``)."""
-        x, hidden = run_blocks(self, self.embeddings(pixels), output_hidden_states)
+        x, hidden = self.run_blocks(self.embeddings(pixels), output_hidden_states)
         x = self.layernorm(x)
         pooled = mx.tanh(self.pooler.dense(x[:, 0])) if "pooler" in self else None
         return VisionOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden)
