@@ -1,13 +1,14 @@
-"""What every model family shares: its registry entry, the encoder output, and the rules for
-which encoder parameters train.
+"""What every model family shares: its registry entry, the encoder config and model bases, the
+encoder output, weight mapping, and the rules for which encoder parameters train.
 
 A family is a folder under ``models/`` (``models/clip/`` is the example to copy). It holds:
 
-- ``config.py``: a dataclass with Hugging Face's field names, ``from_hf(config.json dict,
-  preprocessor_config.json dict)``, ``from_dict``/``to_dict`` (``to_dict`` writes the family's
-  ``model_type`` so a converted folder's ``config.json`` says what it is);
-- the MLX modules with Hugging Face parameter names, and ``sanitize``, a static method of the
-  model that maps a Hugging Face state dict to the module's names and layouts (idempotent);
+- ``config.py``: an :class:`EncoderConfig` dataclass with Hugging Face's field names (its
+  ``from_hf`` reads ``config.json`` and ``preprocessor_config.json`` dicts; ``to_dict`` writes
+  the family's ``model_type`` so a converted folder's ``config.json`` says what it is);
+- the MLX modules with Hugging Face parameter names (the model a :class:`VisionEncoder`), and
+  ``sanitize``, a static method of the model that maps a Hugging Face state dict to the
+  module's names and layouts (idempotent, through :func:`sanitize_state`);
 - ``reference.py``: the transformers side (its model class and config, the inverse of
   ``sanitize``), used by the parity tests, ``convert --verify`` and the PT bridge; it is the
   only module of a family that imports torch;
