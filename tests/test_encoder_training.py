@@ -12,7 +12,7 @@ from prerequisites import require_module
 
 import mlx_caption  # noqa: F401  (before mlx.core)
 from mlx_caption.data.synthetic import blind_baseline_caption, load_scenes, score_objects
-from mlx_caption.loading import load_encoder
+from mlx_caption.loading import load_captioner, load_encoder
 from mlx_caption.metrics import score_captions
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.decoder import DecoderConfig
@@ -91,6 +91,11 @@ def test_captioner_learns_to_look_with_each_family(family, mode, tmp_path):
     )
     assert last["CIDEr"] > blind_cider
     assert last["pair_f1"] > blind_pairs + 0.03  # it names colours and shapes it sees
+
+    # The captioner checkpoint holds the family's encoder config (at its input size) and loads.
+    loaded, _ = load_captioner(result.checkpoint)
+    assert loaded.config.vision == trainer.model.config.vision
+    assert type(loaded.encoder) is type(trainer.model.encoder)
 
     after = weights(trainer.model.encoder)
     moved = {k for k in pretrained if not np.array_equal(pretrained[k], after[k])}
