@@ -176,7 +176,8 @@ ENTRIES: list[ZooEntry] = [
     ),
     _vit("vit-base-patch16-224-in21k", "ViT-B/16 pretrained on ImageNet-21k, 197 tokens"),
     _vit(
-        "vit-large-patch16-224-in21k", "ViT-L/16 pretrained on ImageNet-21k, 197 tokens", **LARGE_MLP
+        "vit-large-patch16-224-in21k", "ViT-L/16 pretrained on ImageNet-21k, 197 tokens",
+        **LARGE_MLP,
     ),
 ]  # fmt: skip
 

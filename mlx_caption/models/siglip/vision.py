@@ -27,7 +27,8 @@ from mlx_caption.models.layers import (
 )
 from mlx_caption.models.siglip.config import SiglipVisionConfig
 
-# PATCH_KEY, the blocks and their names are CLIP's. Keys of the rest of a SiglipModel checkpoint: the text tower and the sigmoid loss's scalars.
+# The patch kernel's name and the blocks are CLIP's. Keys of the rest of a SiglipModel
+# checkpoint: the text tower and the sigmoid loss's scalars.
 DROP_PREFIXES = ("text_model.", "logit_scale", "logit_bias")
 hf_key_to_ours = tower_keys(DROP_PREFIXES)  # a transformers key -> ours (None: dropped)
 

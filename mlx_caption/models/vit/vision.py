@@ -37,10 +37,10 @@ DROP_PREFIXES = ("embeddings.mask_token", "classifier.")
 
 # transformers 5's in-memory names -> the checkpoints' (what this module and the hub use).
 _ATTENTION_RENAMES = {
-    "q_proj": "attention.query",
-    "k_proj": "attention.key",
-    "v_proj": "attention.value",
-    "o_proj": "output.dense",
+    "q": "attention.query",
+    "k": "attention.key",
+    "v": "attention.value",
+    "o": "output.dense",
 }
 _ATTENTION_PATTERN = re.compile(r"\.attention\.([qkvo])_proj\.")
 _MLP_RENAMES = {".mlp.fc1.": ".intermediate.dense.", ".mlp.fc2.": ".output.dense."}
@@ -49,9 +49,7 @@ _MLP_RENAMES = {".mlp.fc1.": ".intermediate.dense.", ".mlp.fc2.": ".output.dense
 def checkpoint_attention_name(key: str) -> str:
     """A transformers 5 attention key (``attention.q_proj``) under its checkpoint name
     (``attention.attention.query``); other keys are returned unchanged."""
-    return _ATTENTION_PATTERN.sub(
-        lambda m: f".attention.{_ATTENTION_RENAMES[m.group(1) + '_proj']}.", key
-    )
+    return _ATTENTION_PATTERN.sub(lambda m: f".attention.{_ATTENTION_RENAMES[m.group(1)]}.", key)
 
 
 def hf_key_to_ours(key: str) -> str | None:
