@@ -30,7 +30,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_caption import loading
+from mlx_caption import backend, loading
 from mlx_caption.errors import UserError
 from mlx_caption.models.base import Family
 from mlx_caption.models.registry import family_of
@@ -121,8 +121,16 @@ class BridgeEncoder:
         return model
 
     def torch_forward(self, pixels: np.ndarray) -> Any:
-        """The torch last hidden state of NHWC numpy pixels (no copy into MLX)."""
-        return self.reference.last_hidden_state(self.model, pixels)
+        """The torch last hidden state of NHWC numpy pixels (no copy into MLX).
+
+        The OpenBLAS that ``mlx_caption`` loads for MLX also answers the small matmuls of
+        torch's CPU attention kernel, from inside torch's own threads: left at several
+        threads it oversubscribes the cores (at some lengths, DINOv2's 257 tokens among them,
+        the attention then crawls), so it runs on one thread here, torch's pool doing the
+        parallel part.
+        """
+        with backend.blas_threads(1):
+            return self.reference.last_hidden_state(self.model, pixels)
 
     def __call__(self, pixels: np.ndarray | mx.array) -> mx.array:
         """Image tokens ``(B, T, D)`` as an ``mx.array`` (torch -> numpy -> MLX copy)."""

@@ -413,18 +413,40 @@ def _resolve(name_or_path: str | os.PathLike, kind: str) -> Path:
     raise UserError(f"unknown {kind} {text!r}: not a folder, a hub id or a zoo name ({names})")
 
 
-def load_encoder(name_or_path: str | os.PathLike) -> nn.Module:
+def load_encoder(name_or_path: str | os.PathLike, image_size: int | None = None) -> nn.Module:
     """A ready encoder (``model.config`` set), of any family.
 
     ``name_or_path`` is a zoo name (its converted folder if there is one, otherwise it is
     downloaded and converted into :func:`cache_dir` once), a converted folder, a Hugging
     Face folder (converted in memory), or a hub id (converted into the cache).
+    ``image_size`` feeds it images of that side instead of its checkpoint's: the config's
+    processor is scaled to it and the position embeddings are resized to the new patch grid
+    the family's way (e.g. a 224-px CLIP at 336 px).
     """
-    return load_model(_resolve(name_or_path, "encoder"), "encoder")
+    model = load_model(_resolve(name_or_path, "encoder"), "encoder")
+    if image_size is not None:
+        model.config = at_image_size(model.config, image_size)
+    return model
 
 
-def encoder_config(name_or_path: str) -> Any:
-    """The config of a zoo encoder or a converted/Hugging Face folder, without its weights."""
+def at_image_size(config: Any, image_size: int) -> Any:
+    """``config.at_image_size(image_size)``, a bad size a :class:`UserError`."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise UserError(f"image_size must be a whole number of pixels, not {image_size!r}")
+    try:
+        return config.at_image_size(image_size)
+    except ValueError as err:
+        raise UserError(f"image_size: {err}") from None
+
+
+def encoder_config(name_or_path: str, image_size: int | None = None) -> Any:
+    """The config of a zoo encoder or a converted/Hugging Face folder, without its weights
+    (at ``image_size`` if given, as :func:`load_encoder`)."""
+    config = _encoder_config(name_or_path)
+    return config if image_size is None else at_image_size(config, image_size)
+
+
+def _encoder_config(name_or_path: str) -> Any:
     entry = zoo.lookup(name_or_path)
     if entry is not None and entry.kind == "encoder":
         return entry.make_config()

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.models.dinov2 import Dinov2Config
+from mlx_caption.models.siglip import SiglipVisionConfig, siglip_preprocess
+from mlx_caption.models.vit import ViTConfig
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,13 @@ class ZooEntry:
             "family": self.family,
             "kind": self.kind,
             "description": self.description,
-            "image_size": cfg.image_size,
+            "image_size": cfg.input_size,
             "patch_size": cfg.patch_size,
             "hidden_size": cfg.hidden_size,
             "layers": cfg.num_hidden_layers,
             "tokens": cfg.num_tokens,
             "hidden_act": cfg.hidden_act,
+            "preprocess": cfg.preprocess.summary(),
         }
 
 
@@ -56,6 +60,48 @@ def _clip(name: str, hub_id: str, description: str, **arch: Any) -> ZooEntry:
         return CLIPVisionConfig(intermediate_size=4 * arch.get("hidden_size", 768), **arch)
 
     return ZooEntry(name, hub_id, "clip", "encoder", description, make_config)
+
+
+# Widths and depths of the usual ViT sizes (base is every family's default; DINOv2 sizes its
+# MLP by mlp_ratio, the others by intermediate_size).
+LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16}
+LARGE_MLP = {**LARGE, "intermediate_size": 4096}
+SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+          "num_attention_heads": 16}  # fmt: skip
+
+
+def _siglip(name: str, description: str, image_size: int, **arch: Any) -> ZooEntry:
+    """A SigLIP vision tower at ``image_size`` (SigLIP 2's processor resamples bilinear)."""
+    hub_id = f"google/{name}"
+    resample = "bilinear" if name.startswith("siglip2") else "bicubic"
+
+    def make_config() -> SiglipVisionConfig:
+        cfg = SiglipVisionConfig(image_size=image_size, **arch)
+        cfg.preprocess = siglip_preprocess(image_size, resample)
+        return cfg
+
+    return ZooEntry(name, hub_id, "siglip", "encoder", description, make_config)
+
+
+def _dinov2(name: str, description: str, **arch: Any) -> ZooEntry:
+    """A DINOv2 checkpoint: a 518-px (37x37) position table, fed 224-px crops."""
+    registers = "registers" in name
+
+    def make_config() -> Dinov2Config:
+        return Dinov2Config(
+            image_size=518, with_registers=registers, num_register_tokens=4 * registers, **arch
+        )
+
+    return ZooEntry(name, f"facebook/{name}", "dinov2", "encoder", description, make_config)
+
+
+def _vit(name: str, description: str, **arch: Any) -> ZooEntry:
+    """A ViT with its pooler (google's ImageNet-21k checkpoints)."""
+
+    def make_config() -> ViTConfig:
+        return ViTConfig(**arch)
+
+    return ZooEntry(name, f"google/{name}", "vit", "encoder", description, make_config)
 
 
 ENTRIES: list[ZooEntry] = [
@@ -82,6 +128,56 @@ ENTRIES: list[ZooEntry] = [
     _clip(
         "laion-clip-vit-b32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
         "OpenCLIP ViT-B/32 trained on LAION-2B (exact gelu), 50 tokens", hidden_act="gelu",
+    ),
+    _siglip("siglip-base-patch16-224", "SigLIP ViT-B/16, 196 tokens", 224),
+    _siglip("siglip-base-patch16-256", "SigLIP ViT-B/16 at 256 px, 256 tokens", 256),
+    _siglip("siglip-base-patch16-384", "SigLIP ViT-B/16 at 384 px, 576 tokens", 384),
+    _siglip("siglip-base-patch16-512", "SigLIP ViT-B/16 at 512 px, 1024 tokens", 512),
+    _siglip("siglip-large-patch16-256", "SigLIP ViT-L/16 at 256 px, 256 tokens", 256, **LARGE_MLP),
+    _siglip("siglip-large-patch16-384", "SigLIP ViT-L/16 at 384 px, 576 tokens", 384, **LARGE_MLP),
+    _siglip(
+        "siglip-so400m-patch14-384", "SigLIP So400m/14 at 384 px, 729 tokens", 384,
+        patch_size=14, **SO400M,
+    ),
+    _siglip("siglip2-base-patch16-224", "SigLIP 2 ViT-B/16, 196 tokens", 224),
+    _siglip("siglip2-base-patch16-256", "SigLIP 2 ViT-B/16 at 256 px, 256 tokens", 256),
+    _siglip("siglip2-base-patch16-384", "SigLIP 2 ViT-B/16 at 384 px, 576 tokens", 384),
+    _siglip("siglip2-base-patch16-512", "SigLIP 2 ViT-B/16 at 512 px, 1024 tokens", 512),
+    _siglip(
+        "siglip2-large-patch16-256", "SigLIP 2 ViT-L/16 at 256 px, 256 tokens", 256, **LARGE_MLP
+    ),
+    _siglip(
+        "siglip2-large-patch16-384", "SigLIP 2 ViT-L/16 at 384 px, 576 tokens", 384, **LARGE_MLP
+    ),
+    _siglip(
+        "siglip2-large-patch16-512", "SigLIP 2 ViT-L/16 at 512 px, 1024 tokens", 512, **LARGE_MLP
+    ),
+    _siglip(
+        "siglip2-so400m-patch14-384", "SigLIP 2 So400m/14 at 384 px, 729 tokens", 384,
+        patch_size=14, **SO400M,
+    ),
+    _siglip(
+        "siglip2-so400m-patch16-384", "SigLIP 2 So400m/16 at 384 px, 576 tokens", 384,
+        **SO400M,
+    ),
+    _dinov2(
+        "dinov2-small", "DINOv2 ViT-S/14, 224-px crops, 257 tokens",
+        hidden_size=384, num_attention_heads=6,
+    ),
+    _dinov2("dinov2-base", "DINOv2 ViT-B/14, 224-px crops, 257 tokens"),
+    _dinov2("dinov2-large", "DINOv2 ViT-L/14, 224-px crops, 257 tokens", **LARGE),
+    _dinov2(
+        "dinov2-with-registers-small", "DINOv2 ViT-S/14 with 4 registers, 261 tokens",
+        hidden_size=384, num_attention_heads=6,
+    ),
+    _dinov2("dinov2-with-registers-base", "DINOv2 ViT-B/14 with 4 registers, 261 tokens"),
+    _dinov2(
+        "dinov2-with-registers-large", "DINOv2 ViT-L/14 with 4 registers, 261 tokens", **LARGE
+    ),
+    _vit("vit-base-patch16-224-in21k", "ViT-B/16 pretrained on ImageNet-21k, 197 tokens"),
+    _vit(
+        "vit-large-patch16-224-in21k", "ViT-L/16 pretrained on ImageNet-21k, 197 tokens",
+        **LARGE_MLP,
     ),
 ]  # fmt: skip
 

@@ -222,8 +222,10 @@ def test_patch_grid_drops_class_token_and_reshapes():
     assert heatmap.patch_grid(np.arange(7), grid=(2, 3)).tolist() == [[1, 2, 3], [4, 5, 6]]
     with pytest.raises(ValueError):
         heatmap.patch_grid(np.arange(7))
+    # A class token and registers (DINOv2) before the grid are dropped too.
+    assert heatmap.patch_grid(np.arange(11), grid=(2, 3)).tolist() == [[5, 6, 7], [8, 9, 10]]
     with pytest.raises(ValueError):
-        heatmap.patch_grid(np.arange(9), grid=(2, 3))
+        heatmap.patch_grid(np.arange(5), grid=(2, 3))
 
 
 def test_normalize_flat_map_is_zero():

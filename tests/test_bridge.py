@@ -99,7 +99,8 @@ def test_missing_torch_is_user_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     # Without torch no family's transformers side was ever imported.
-    monkeypatch.delitem(sys.modules, "mlx_caption.models.clip.reference", raising=False)
+    for module in ("mlx_caption.models.clip.reference", "mlx_caption.models.reference"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     assert not bridge.torch_available()
     with pytest.raises(UserError, match=r"mlx-caption\[torch\]"):
         bridge.BridgeEncoder.from_config(tiny_config())

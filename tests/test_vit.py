@@ -83,10 +83,28 @@ def test_patch_embedding_matches_conv2d():
     assert max_diff(vit.embeddings.patch_embedding(x), conv) < 1e-5
 
 
-def test_wrong_image_size_is_rejected():
-    vit = mlx_from_torch(make_hf_clip("vision", geometry="tiny"))
-    with pytest.raises(ValueError, match="expects 64x64"):
-        vit(mx.zeros((1, 32, 32, 3)))
+@pytest.mark.parametrize("height,width", [(96, 96), (48, 48), (80, 48)])
+def test_other_resolution_matches_transformers_interpolation(height, width):
+    """At another input size the position table is resized as transformers'
+    ``interpolate_pos_encoding=True`` does (bicubic, class position kept)."""
+    import torch
+
+    torch_model = make_hf_clip("vision", geometry="tiny")  # 64 px, 16-px patches
+    vit = mlx_from_torch(torch_model)
+    pixels = np.random.default_rng(1).standard_normal((2, height, width, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch_model(
+            pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2),
+            interpolate_pos_encoding=True,
+            output_hidden_states=True,
+        )
+    out = vit(mx.array(pixels), output_hidden_states=True)
+    assert out.last_hidden_state.shape == (2, 1 + (height // 16) * (width // 16), 32)
+    for mine, theirs in zip(out.hidden_states, ref.hidden_states, strict=True):
+        assert max_diff(mine, theirs.numpy()) < TOL
+    assert max_diff(out.pooler_output, ref.pooler_output.numpy()) < TOL
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        vit(mx.zeros((1, 8, 64, 3)))
 
 
 def test_fast_quick_gelu_error_bound():

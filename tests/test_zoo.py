@@ -11,18 +11,53 @@ from mlx_caption import hub, zoo
 from mlx_caption import loading as conv
 from mlx_caption.cli import main
 from mlx_caption.errors import UserError
+from mlx_caption.models import registry
 from mlx_caption.models.captioner import CaptionerConfig
-from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 from mlx_caption.models.decoder import DECODER_PRESETS
+from mlx_caption.models.registry import FAMILIES
 
-# Parameter counts of transformers' CLIPVisionModelWithProjection for the real checkpoints'
-# configs, so a wrong registry entry shows up here.
+# Parameter counts of transformers' models (CLIPVisionModelWithProjection, SiglipVisionModel,
+# Dinov2Model / Dinov2WithRegistersModel, ViTModel) built from the real checkpoints' configs,
+# so a wrong registry entry shows up here.
 KNOWN_PARAMS = {
     "clip-vit-base-patch32": 87_849_216,
     "clip-vit-base-patch16": 86_192_640,
     "clip-vit-large-patch14": 303_966_208,
     "clip-vit-large-patch14-336": 304_293_888,
     "laion-clip-vit-b32": 87_849_216,
+    "siglip-base-patch16-224": 92_884_224,
+    "siglip-base-patch16-256": 92_930_304,
+    "siglip-base-patch16-384": 93_176_064,
+    "siglip-base-patch16-512": 93_520_128,
+    "siglip-large-patch16-256": 315_956_224,
+    "siglip-large-patch16-384": 316_283_904,
+    "siglip-so400m-patch14-384": 428_225_600,
+    "siglip2-base-patch16-224": 92_884_224,
+    "siglip2-base-patch16-256": 92_930_304,
+    "siglip2-base-patch16-384": 93_176_064,
+    "siglip2-base-patch16-512": 93_520_128,
+    "siglip2-large-patch16-256": 315_956_224,
+    "siglip2-large-patch16-384": 316_283_904,
+    "siglip2-large-patch16-512": 316_742_656,
+    "siglip2-so400m-patch14-384": 428_225_600,
+    "siglip2-so400m-patch16-384": 428_256_704,
+    "dinov2-small": 22_056_576,
+    "dinov2-base": 86_580_480,
+    "dinov2-large": 304_368_640,
+    "dinov2-with-registers-small": 22_058_112,
+    "dinov2-with-registers-base": 86_583_552,
+    "dinov2-with-registers-large": 304_372_736,
+    "vit-base-patch16-224-in21k": 86_389_248,
+    "vit-large-patch16-224-in21k": 304_351_232,
+}
+# Per image: tokens, then the processor (resize side, crop, filter) as the hub has it.
+EXPECTED = {
+    "siglip-base-patch16-224": (196, 224, 224, "bicubic"),
+    "siglip-so400m-patch14-384": (729, 384, 384, "bicubic"),
+    "siglip2-base-patch16-512": (1024, 512, 512, "bilinear"),
+    "dinov2-base": (257, 256, 224, "bicubic"),
+    "dinov2-with-registers-large": (261, 256, 224, "bicubic"),
+    "vit-large-patch16-224-in21k": (197, 224, 224, "bilinear"),
 }
 
 
@@ -38,15 +73,27 @@ def isolated(tmp_path, monkeypatch):
 def test_registry_entries_are_complete(name):
     entry = zoo.ZOO[name]
     cfg = entry.make_config()
-    assert entry.name == name and entry.family == "clip" and entry.kind == "encoder"
-    assert "/" in entry.hub_id
+    family = FAMILIES[entry.family]
+    assert entry.name == name and entry.kind == "encoder" and "/" in entry.hub_id
+    assert isinstance(cfg, family.config_class)
     assert cfg.hidden_size % cfg.num_attention_heads == 0
-    assert cfg.image_size % cfg.patch_size == 0
-    assert cfg.preprocess.crop_size == cfg.image_size
-    assert cfg.preprocess.resample == "bicubic"
-    assert cfg.hidden_act == ("gelu" if name.startswith("laion") else "quick_gelu")
-    assert conv.count_parameters(cfg) == KNOWN_PARAMS[name]
-    assert VisionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    if entry.family == "dinov2":  # a 518-px table fed 224-px crops
+        assert (cfg.image_size, cfg.input_size) == (518, 224)
+    else:
+        assert cfg.preprocess.crop_size == cfg.image_size
+    act = {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh"}.get(entry.family, "gelu")
+    assert cfg.hidden_act == ("gelu" if name.startswith("laion") else act)
+    # Our encoders leave out DINOv2's mask token (masked-image modelling only).
+    mask_token = cfg.hidden_size if entry.family == "dinov2" else 0
+    assert conv.count_parameters(cfg) == KNOWN_PARAMS[name] - mask_token
+    assert registry.encoder_config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    row = entry.describe()
+    assert row["tokens"] == cfg.num_tokens and str(row["tokens"]) in entry.description
+    if name in EXPECTED:
+        pre = cfg.preprocess
+        assert (cfg.num_tokens, pre.resize_shortest_edge, pre.crop_size, pre.resample) == (
+            EXPECTED[name]
+        )
 
 
 def test_registry_covers_required_models():
@@ -57,6 +104,15 @@ def test_registry_covers_required_models():
         "openai/clip-vit-large-patch14",
         "openai/clip-vit-large-patch14-336",
         "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        *(f"google/siglip-base-patch16-{n}" for n in (224, 256, 384, 512)),
+        "google/siglip-large-patch16-256",
+        "google/siglip-large-patch16-384",
+        "google/siglip-so400m-patch14-384",
+        "google/siglip2-base-patch16-224",
+        *(f"facebook/dinov2-{s}" for s in ("small", "base", "large")),
+        *(f"facebook/dinov2-with-registers-{s}" for s in ("small", "base", "large")),
+        "google/vit-base-patch16-224-in21k",
+        "google/vit-large-patch16-224-in21k",
     } <= hubs
 
 

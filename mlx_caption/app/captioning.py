@@ -88,7 +88,7 @@ def load_model(path: str | Path) -> LoadedModel:
     model, tokenizer = load_captioner(path)
     seconds = time.perf_counter() - start
     vision = model.config.vision
-    side = vision.image_size // vision.patch_size
+    side = vision.input_size // vision.patch_size
     try:
         n_params = int(model.num_parameters())
     except Exception:  # noqa: BLE001  (only shown on the page)

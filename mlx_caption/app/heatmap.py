@@ -22,18 +22,16 @@ def patch_grid(weights: np.ndarray, grid: tuple[int, int] | None = None) -> np.n
     """Reshape one token's attention over the image tokens to the (rows, cols) patch grid.
 
     ``weights`` has one value per image token: ``rows * cols`` patches, optionally preceded
-    by the class token (dropped: it has no place in the image). Without ``grid`` the grid is
-    taken to be square.
+    by a class token and registers (dropped: they have no place in the image). Without
+    ``grid`` the grid is taken to be square, after at most a class token.
     """
     w = np.asarray(weights, dtype=np.float32).reshape(-1)
     n = w.size
     if grid is not None:
         rows, cols = grid
-        if n == rows * cols + 1:
-            w = w[1:]
-        elif n != rows * cols:
+        if n < rows * cols:
             raise ValueError(f"{n} attention weights do not fit a {rows}x{cols} patch grid")
-        return w.reshape(rows, cols)
+        return w[n - rows * cols :].reshape(rows, cols)
     side = math.isqrt(n)
     if side * side == n and n > 1:
         return w.reshape(side, side)

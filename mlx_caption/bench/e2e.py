@@ -29,7 +29,7 @@ def bench_e2e(
     """Captions/s of ``generate`` with each model on the same random pixels."""
     from mlx_caption.generate import generate
 
-    size = model.config.vision.image_size
+    size = model.config.vision.input_size
     pixels = np.random.default_rng(seed).standard_normal((batch, size, size, 3), np.float32)
     tok = IdsTokenizer()
     options = dict(strategy="beam", num_beams=num_beams, min_length=length, max_length=length)

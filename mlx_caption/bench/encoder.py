@@ -1,4 +1,6 @@
-"""Encoder throughput: the MLX ViT against the PT bridge, same weights, same pixels.
+"""Encoder throughput: an MLX encoder against the PT bridge, same weights, same pixels.
+
+Shapes are the usual CLIP ViTs, SigLIP-B/16 and DINOv2-B/14 (:data:`SHAPES`), or any zoo name.
 
 Both sides start from NHWC float32 numpy pixels (what preprocessing yields) and end with the
 ``(B, T, D)`` token grid as an evaluated ``mx.array``, so the bridge pays its torch -> numpy
@@ -14,13 +16,17 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_caption import backend
+from mlx_caption import backend, zoo
 from mlx_caption.bench.timing import measure_interleaved, ratio
 from mlx_caption.data.preprocess import PreprocessConfig
+from mlx_caption.errors import UserError
 from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.models.dinov2 import Dinov2Config
+from mlx_caption.models.registry import build_encoder
+from mlx_caption.models.siglip import SiglipVisionConfig
 
-# The geometry of the usual CLIP encoders (weights random: throughput does not depend on them).
-SHAPES: dict[str, CLIPVisionConfig] = {
+# The geometry of the usual encoders (weights random: throughput does not depend on them).
+SHAPES: dict[str, Any] = {
     "ViT-B/32": CLIPVisionConfig(patch_size=32),
     "ViT-B/16": CLIPVisionConfig(patch_size=16),
     "ViT-L/14": CLIPVisionConfig(
@@ -30,7 +36,12 @@ SHAPES: dict[str, CLIPVisionConfig] = {
         num_attention_heads=16,
         patch_size=14,
     ),
+    "SigLIP-B/16": SiglipVisionConfig(),
+    "DINOv2-B/14": Dinov2Config(image_size=518),  # the hub's 37x37 table, 224-px crops
 }
+# Heads off the captioning path (contrastive projection, pooling head, pooler): left out on
+# both sides, as a captioner reads only the token grid.
+HEADS_OFF = {"projection_dim": None, "vision_use_head": False, "add_pooling_layer": False}
 
 # A ViT small enough for the test suite: same code paths, milliseconds per batch.
 TINY = CLIPVisionConfig(
@@ -44,7 +55,23 @@ TINY = CLIPVisionConfig(
 )
 
 
-def vit_flops(cfg: CLIPVisionConfig, batch: int = 1) -> float:
+def encoder_shape(name: str) -> Any:
+    """The config of a :data:`SHAPES` name or a zoo encoder name."""
+    if name in SHAPES:
+        return SHAPES[name]
+    entry = zoo.lookup(name)
+    if entry is None or entry.kind != "encoder":
+        raise UserError(f"unknown encoder shape {name!r}: {', '.join(SHAPES)} or a zoo name")
+    return entry.make_config()
+
+
+def tokens_only(cfg: Any) -> Any:
+    """``cfg`` without the heads a captioner does not use (:data:`HEADS_OFF`)."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    return dataclasses.replace(cfg, **{k: v for k, v in HEADS_OFF.items() if k in names})
+
+
+def vit_flops(cfg: Any, batch: int = 1) -> float:
     """Floating-point operations of one ViT forward (2 per multiply-add, matmuls only).
 
     Patch embedding ``2 N (p^2 C) D``; per block on ``T`` tokens: q/k/v/out projections
@@ -54,7 +81,8 @@ def vit_flops(cfg: CLIPVisionConfig, batch: int = 1) -> float:
     d, m, t = cfg.hidden_size, cfg.intermediate_size, cfg.num_tokens
     patch = 2 * cfg.num_patches * cfg.patch_size**2 * cfg.num_channels * d
     block = 8 * t * d * d + 4 * t * t * d + 4 * t * d * m
-    proj = 2 * d * cfg.projection_dim if cfg.projection_dim else 0
+    projection = getattr(cfg, "projection_dim", None)
+    proj = 2 * d * projection if projection else 0
     return float(batch * (patch + cfg.num_hidden_layers * block + proj))
 
 
@@ -67,23 +95,22 @@ def matmul_fn(n: int = 2048):
 
 
 def build_pair(
-    cfg: CLIPVisionConfig, seed: int = 0, dtype: str = "float32", bridge: bool = True
+    cfg: Any, seed: int = 0, dtype: str = "float32", bridge: bool = True
 ) -> tuple[Any, Any]:
-    """``(mlx_vit, bridge)`` with the same random weights (HF init, converted by ``sanitize``).
+    """``(mlx_vit, bridge)`` with the same random weights (HF init, converted by ``sanitize``),
+    for an encoder config of any family, heads off.
 
     ``bridge=False`` gives ``(mlx_vit, None)`` from MLX's own init, without torch.
     """
-    cfg = dataclasses.replace(cfg, projection_dim=None)
+    cfg = tokens_only(cfg)
     if bridge:
         from mlx_caption.bridge import BridgeEncoder
 
         enc = BridgeEncoder.from_config(cfg, seed=seed)
         vit = enc.to_mlx()
     else:
-        from mlx_caption.models.clip import CLIPVisionModel
-
         mx.random.seed(seed)
-        vit, enc = CLIPVisionModel(cfg), None
+        vit, enc = build_encoder(cfg), None
         vit.eval()
     if dtype != "float32":
         vit.set_dtype(getattr(mx, dtype))
@@ -105,7 +132,7 @@ def bench_encoder(
     shape: str,
     batches: list[int],
     *,
-    cfg: CLIPVisionConfig | None = None,
+    cfg: Any = None,
     repeats: int = 5,
     warmup: int = 1,
     peak_size: int = 2048,
@@ -117,13 +144,13 @@ def bench_encoder(
     Returns one row per batch: images/s, their ratio, GFLOP/s and the fraction of the float32
     matmul peak measured in the same rounds (``peak_gflops``).
     """
-    cfg = cfg or SHAPES[shape]
+    cfg = cfg or encoder_shape(shape)
     vit, enc = build_pair(cfg, seed, bridge=bridge)
     mm, mm_flops = matmul_fn(peak_size)
     rng = np.random.default_rng(seed)
     rows = []
     for batch in batches:
-        pixels = rng.standard_normal((batch, cfg.image_size, cfg.image_size, 3), np.float32)
+        pixels = rng.standard_normal((batch, cfg.input_size, cfg.input_size, 3), np.float32)
         fns = {
             "mlx": lambda p=pixels: vit(mx.array(p)).last_hidden_state,
             "peak": mm,
@@ -161,7 +188,7 @@ def bench_half(
     shape: str,
     batch: int,
     *,
-    cfg: CLIPVisionConfig | None = None,
+    cfg: Any = None,
     repeats: int = 3,
     dtype: str = "float16",
 ) -> dict[str, Any]:
@@ -169,10 +196,10 @@ def bench_half(
     note = half_precision_note()
     if note:
         return {"model": shape, "batch": batch, "dtype": dtype, "skipped": note}
-    cfg = cfg or SHAPES[shape]
+    cfg = cfg or encoder_shape(shape)
     vit32, _ = build_pair(cfg, bridge=False)
     vit16, _ = build_pair(cfg, dtype=dtype, bridge=False)
-    x = mx.random.normal((batch, cfg.image_size, cfg.image_size, 3))
+    x = mx.random.normal((batch, cfg.input_size, cfg.input_size, 3))
     x16 = x.astype(getattr(mx, dtype))
     t = measure_interleaved(
         {

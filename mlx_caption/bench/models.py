@@ -7,6 +7,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from mlx_caption.bench.encoder import tokens_only
 from mlx_caption.models.captioner import CaptionerConfig
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig
@@ -45,7 +46,7 @@ def build_captioner(
     """
     from mlx_caption.models.captioner import Captioner
 
-    vision = dataclasses.replace(vision, projection_dim=None)
+    vision = tokens_only(vision)
     mx.random.seed(seed)
     cfg = CaptionerConfig(vision=vision, decoder=decoder_config(decoder, vocab_size))
     model = Captioner(cfg)

@@ -303,7 +303,7 @@ def blas_threads_row(vit: nn.Module, batch: int, repeats: int = 3) -> dict:
     if backend.blas_thread_count() is None:
         return {"experiment": "blas threads", "skipped": "no OpenBLAS/MKL loaded by mlx_caption"}
     cores = os.cpu_count() or 1
-    size = vit.config.image_size
+    size = vit.config.input_size
     x = mx.random.normal((batch, size, size, 3))
     streams = [mx.new_stream(mx.cpu) for _ in range(2)]
 

@@ -230,7 +230,7 @@ def capture_metal_trace(model: Any, out_dir: Path, batch: int = 4, length: int =
         import shutil
 
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    size = model.config.vision.image_size
+    size = model.config.vision.input_size
     pixels = mx.random.normal((batch, size, size, 3))
     options = dict(strategy="beam", num_beams=3, min_length=length, max_length=length)
     generate(model, pixels, IdsTokenizer(), **options)  # warm-up outside the trace

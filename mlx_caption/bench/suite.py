@@ -29,11 +29,16 @@ SECTIONS = ("encoder", "e2e", "decode", "train", "data")
 class SuiteConfig:
     """What to measure and how often."""
 
-    # encoder shape name -> batch sizes
+    # encoder shape name (bench.encoder.SHAPES or a zoo name) -> batch sizes
     encoder: dict[str, list[int]] = field(
-        default_factory=lambda: {"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8, 32]}
+        default_factory=lambda: {
+            "ViT-B/32": [1, 8, 32],
+            "ViT-B/16": [1, 8, 32],
+            "SigLIP-B/16": [1, 8, 32],
+            "DINOv2-B/14": [1, 8, 32],
+        }
     )
-    encoder_configs: dict[str, CLIPVisionConfig] = field(default_factory=dict)  # overrides SHAPES
+    encoder_configs: dict[str, Any] = field(default_factory=dict)  # overrides SHAPES
     headline: tuple[str, int] = ("ViT-B/32", 32)
     repeats: int = 5
     encoder_repeats: dict[str, int] = field(default_factory=dict)  # per shape, else repeats
@@ -71,11 +76,16 @@ class SuiteConfig:
 
     @classmethod
     def quick_run(cls) -> SuiteConfig:
-        """Fewer repeats and no ViT-B/16 batch 32: a shorter run than :meth:`full`, for checks."""
+        """Fewer repeats and no batch 32 but ViT-B/32's: a shorter run than :meth:`full`."""
         return cls(
-            encoder={"ViT-B/32": [1, 8, 32], "ViT-B/16": [1, 8]},
+            encoder={
+                "ViT-B/32": [1, 8, 32],
+                "ViT-B/16": [1, 8],
+                "SigLIP-B/16": [1, 8],
+                "DINOv2-B/14": [1, 8],
+            },
             repeats=3,
-            encoder_repeats={"ViT-B/16": 2},
+            encoder_repeats={"ViT-B/16": 2, "SigLIP-B/16": 2, "DINOv2-B/14": 2},
             e2e_batch=4,
             train_batch=8,
             train_repeats=2,
@@ -169,7 +179,7 @@ def run_suite(
         rows, half = [], []
         for shape, batches in cfg.encoder.items():
             log(f"encoder {shape} batches {batches}")
-            shape_cfg = cfg.encoder_configs.get(shape) or enc_mod.SHAPES[shape]
+            shape_cfg = cfg.encoder_configs.get(shape) or enc_mod.encoder_shape(shape)
             rows += enc_mod.bench_encoder(
                 shape,
                 batches,

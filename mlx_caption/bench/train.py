@@ -28,7 +28,7 @@ MODES = ("frozen_cached", "frozen_live", "bridge", "finetune", "finetune_checkpo
 
 def _batch(model: Any, batch: int, length: int, seed: int) -> tuple[np.ndarray, mx.array]:
     rng = np.random.default_rng(seed)
-    size = model.config.vision.image_size
+    size = model.config.vision.input_size
     pixels = rng.standard_normal((batch, size, size, 3), np.float32)
     vocab = model.config.decoder.vocab_size
     tokens = rng.integers(4, vocab, (batch, length + 1), dtype=np.int32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Encode images with a CLIP encoder; write last_hidden_state and pooler_output."
+HELP = "Encode images with a zoo encoder; write last_hidden_state and pooler_output."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="feed the encoder images of this side (default: its checkpoint's); its position "
+        "embeddings are resized to the new patch grid",
+    )
     parser.add_argument("--json", action="store_true", help="print a summary as JSON")
 
 
@@ -39,20 +45,19 @@ def run(args: argparse.Namespace) -> int:
     # they are decoded again batch by batch to keep memory flat.
     for path in args.images:
         load_image(path)
-    model = load_encoder(args.weights)
+    model = load_encoder(args.weights, image_size=args.image_size)
     cfg = model.config.preprocess
-    hidden, pooled = [], []
+    outputs: dict[str, list] = {"last_hidden_state": [], "pooler_output": []}
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
         batch = np.stack([preprocess_image(load_image(p), cfg) for p in paths])
         result = model(mx.array(batch))
-        hidden.append(result.last_hidden_state.astype(mx.float32))
-        pooled.append(result.pooler_output.astype(mx.float32))
-        mx.eval(hidden[-1], pooled[-1])
-    arrays = {
-        "last_hidden_state": mx.concatenate(hidden),
-        "pooler_output": mx.concatenate(pooled),
-    }
+        for name, values in outputs.items():
+            value = getattr(result, name)  # no pooler_output without a pooling head
+            if value is not None:
+                values.append(value.astype(mx.float32))
+                mx.eval(values[-1])
+    arrays = {name: mx.concatenate(values) for name, values in outputs.items() if values}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.safetensors")
     mx.save_safetensors(str(tmp), arrays, metadata={"images": json.dumps(list(args.images))})
@@ -60,14 +65,11 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "out": str(out),
         "images": len(args.images),
-        "last_hidden_state": list(arrays["last_hidden_state"].shape),
-        "pooler_output": list(arrays["pooler_output"].shape),
+        **{name: list(value.shape) for name, value in arrays.items()},
     }
     if args.json:
         print_json(summary)
     else:
-        print(
-            f"wrote {out}: last_hidden_state {summary['last_hidden_state']}, "
-            f"pooler_output {summary['pooler_output']}"
-        )
+        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in arrays.items())
+        print(f"wrote {out}: {shapes}")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "List the encoder zoo (hub ids, shapes) and which models are converted locally."
+HELP = (
+    "List the encoder zoo (hub ids, shapes, preprocessing) and which models are converted locally."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +22,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    header = f"{'name':28s} {'hub id':40s} {'img':>4s} {'patch':>5s} {'tokens':>6s} {'params':>7s}  local"
-    print(header)
+    print(
+        f"{'name':28s} {'family':7s} {'hub id':40s} {'img':>4s} {'patch':>5s} {'tokens':>6s} "
+        f"{'params':>7s}  {'preprocessing':45s} local"
+    )
     for r in rows:
         local = r["path"] if r["converted"] else "-"
         print(
-            f"{r['name']:28s} {r['hub_id']:40s} {r['image_size']:>4d} {r['patch_size']:>5d} "
-            f"{r['tokens']:>6d} {r['parameters'] / 1e6:>6.1f}M  {local}"
+            f"{r['name']:28s} {r['family']:7s} {r['hub_id']:40s} {r['image_size']:>4d} "
+            f"{r['patch_size']:>5d} {r['tokens']:>6d} {r['parameters'] / 1e6:>6.1f}M  "
+            f"{r['preprocess']:45s} {local}"
         )
     sizes = ", ".join(f"{k} ({c.hidden_size}x{c.num_layers})" for k, c in DECODER_PRESETS.items())
     print(f"decoder presets: {sizes}")

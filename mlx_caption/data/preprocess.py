@@ -28,6 +28,10 @@ from mlx_caption.errors import UserError
 # OpenAI CLIP's normalisation: the default, as most checkpoints here use it.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# transformers' IMAGENET_STANDARD_* (ViT, SigLIP) and IMAGENET_DEFAULT_* (DINOv2).
+STANDARD_MEAN = STANDARD_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 RESIZE_MODES = ("shortest_edge", "exact")
@@ -60,11 +64,50 @@ class PreprocessConfig:
         cfg.image_std = tuple(cfg.image_std)
         return cfg
 
+    def at_size(self, size: int) -> PreprocessConfig:
+        """The same processor with a ``size``-pixel output; a shortest-side resize keeps its
+        ratio to the crop (DINOv2's 256 for a 224 crop becomes 384 for 336)."""
+        resize = size
+        if self.resize_mode == "shortest_edge":
+            resize = round(self.resize_shortest_edge * size / self.crop_size)
+        return dataclasses.replace(self, resize_shortest_edge=resize, crop_size=size)
+
+    def summary(self) -> str:
+        """A short description for listings: ``squash 224, bilinear, mean/std 0.5``."""
+        names = {CLIP_MEAN: "CLIP", IMAGENET_MEAN: "ImageNet", STANDARD_MEAN: "0.5"}
+        norm = names.get(tuple(self.image_mean), "custom")
+        norm = f"mean/std {norm}" if norm == "0.5" else f"{norm} mean/std"
+        if self.resize_mode == "exact":
+            geometry = f"squash {self.crop_size}"
+        else:
+            crop = f", crop {self.crop_size}" if self.do_center_crop else ""
+            geometry = f"resize {self.resize_shortest_edge}{crop}"
+        return f"{geometry}, {self.resample}, {norm}"
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["image_mean"] = list(self.image_mean)
         d["image_std"] = list(self.image_std)
         return d
+
+
+def squash_preprocess(
+    size: int,
+    resample: str,
+    image_mean: tuple[float, float, float] = STANDARD_MEAN,
+    image_std: tuple[float, float, float] = STANDARD_STD,
+) -> PreprocessConfig:
+    """A processor that squashes the whole image to ``size`` square, no crop (transformers'
+    ``size={"height", "width"}``: ViT's, SigLIP's, BLIP's)."""
+    return PreprocessConfig(
+        resize_shortest_edge=size,
+        crop_size=size,
+        resample=resample,
+        do_center_crop=False,
+        resize_mode="exact",
+        image_mean=image_mean,
+        image_std=image_std,
+    )
 
 
 # PIL's filter numbers, as Hugging Face's preprocessor_config.json stores them.

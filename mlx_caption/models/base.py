@@ -1,13 +1,14 @@
-"""What every model family shares: its registry entry, the encoder output, and the rules for
-which encoder parameters train.
+"""What every model family shares: its registry entry, the encoder config and model bases, the
+encoder output, weight mapping, and the rules for which encoder parameters train.
 
 A family is a folder under ``models/`` (``models/clip/`` is the example to copy). It holds:
 
-- ``config.py``: a dataclass with Hugging Face's field names, ``from_hf(config.json dict,
-  preprocessor_config.json dict)``, ``from_dict``/``to_dict`` (``to_dict`` writes the family's
-  ``model_type`` so a converted folder's ``config.json`` says what it is);
-- the MLX modules with Hugging Face parameter names, and ``sanitize``, a static method of the
-  model that maps a Hugging Face state dict to the module's names and layouts (idempotent);
+- ``config.py``: an :class:`EncoderConfig` dataclass with Hugging Face's field names (its
+  ``from_hf`` reads ``config.json`` and ``preprocessor_config.json`` dicts; ``to_dict`` writes
+  the family's ``model_type`` so a converted folder's ``config.json`` says what it is);
+- the MLX modules with Hugging Face parameter names (the model a :class:`VisionEncoder`), and
+  ``sanitize``, a static method of the model that maps a Hugging Face state dict to the
+  module's names and layouts (idempotent, through :func:`sanitize_state`);
 - ``reference.py``: the transformers side (its model class and config, the inverse of
   ``sanitize``), used by the parity tests, ``convert --verify`` and the PT bridge; it is the
   only module of a family that imports torch;
@@ -17,14 +18,18 @@ A family is a folder under ``models/`` (``models/clip/`` is the example to copy)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
+
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,232 @@ class VisionOutput:
     """What an encoder returns (the fields of Hugging Face's vision model output)."""
 
     last_hidden_state: mx.array  # (B, T, D): the token grid a captioner reads
-    pooler_output: mx.array  # (B, D)
+    pooler_output: mx.array | None  # (B, D); None when the checkpoint has no pooling head
     image_embeds: mx.array | None = None  # (B, P) when the model has a projection head
     hidden_states: tuple[mx.array, ...] | None = None  # embeddings + every layer's output
+
+
+@dataclass
+class EncoderConfig:
+    """What every encoder family's config dataclass shares (each is a subclass).
+
+    Field names and defaults are Hugging Face's (these: a ViT-B's, every family's); a family
+    adds its own fields, sets ``MODEL_TYPE`` (written by :meth:`to_dict`), ``HF_FIELDS`` (the
+    fields ``config.json`` holds under the same name), :meth:`read_hf` and
+    :meth:`default_preprocess`, and ``prefix_tokens`` if it has no single class token.
+
+    ``image_size`` is the checkpoint's resolution, which sizes its position table; images
+    come in at ``preprocess.crop_size`` (:attr:`input_size`), which may differ: the model
+    then resizes its positions to the input's patch grid, the family's way.
+    """
+
+    MODEL_TYPE: ClassVar[str] = ""
+    HF_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 224
+    patch_size: int = 16
+    preprocess: PreprocessConfig | None = None  # None: the family's processor
+
+    def default_preprocess(self) -> PreprocessConfig:
+        """The family's processor at ``image_size`` (when the checkpoint ships none)."""
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        if self.preprocess is None:
+            self.preprocess = self.default_preprocess()
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patch grid (a class token, registers)."""
+        return 1
+
+    @property
+    def input_size(self) -> int:
+        """The side of the images the encoder is fed (the processor's output)."""
+        return self.preprocess.crop_size
+
+    @property
+    def num_positions(self) -> int:
+        """Rows of the checkpoint's position table (its grid and the prefix tokens)."""
+        return (self.image_size // self.patch_size) ** 2 + self.prefix_tokens
+
+    @property
+    def num_patches(self) -> int:
+        """Patches of an input image."""
+        return (self.input_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per input image: the prefix tokens and one per patch."""
+        return self.num_patches + self.prefix_tokens
+
+    def at_image_size(self, size: int) -> Any:
+        """A copy fed ``size``-pixel images (the processor scaled to match; the weights are
+        the same: positions are resized to the new grid when the model runs)."""
+        if size < self.patch_size:
+            raise ValueError(f"image size {size} is smaller than one {self.patch_size}-px patch")
+        return dataclasses.replace(self, preprocess=self.preprocess.at_size(size))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """From :meth:`to_dict`'s output (unknown keys, such as ``model_type``, ignored)."""
+        data = dict(data)
+        pre = data.pop("preprocess", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in names})
+        if pre:
+            cfg.preprocess = PreprocessConfig.from_dict(pre)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"model_type": self.MODEL_TYPE, **dataclasses.asdict(self)}
+        d["preprocess"] = self.preprocess.to_dict()
+        return d
+
+    @classmethod
+    def read_hf(cls, config: dict, weight_names: Collection[str]) -> tuple[dict, dict]:
+        """The ``config.json`` dict holding the ``HF_FIELDS`` (a ValueError if ``config`` is
+        another family's), and the fields it does not hold under their names (what the
+        tensors or the model type decide)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_hf(
+        cls, config: dict, preprocessor: dict | None = None, weight_names: Collection[str] = ()
+    ) -> Any:
+        """From a Hugging Face ``config.json`` dict, its ``preprocessor_config.json`` dict if
+        the checkpoint has one (else the family's processor), and the sanitized tensor names
+        (for optional parts such as a projection head). What the config leaves out takes
+        transformers' defaults."""
+        section, derived = cls.read_hf(config, weight_names)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        cfg = cls(**{n: section.get(n, defaults[n]) for n in cls.HF_FIELDS}, **derived)
+        cfg.preprocess = preprocess_config_from_hf(preprocessor or {}, cfg.preprocess)
+        return cfg
+
+
+def vision_section(config: dict, model_type: str, tower_type: str, family: str) -> dict:
+    """The vision tower's ``config.json`` dict: ``vision_config`` of a two-tower
+    ``model_type`` checkpoint, or the whole dict of a ``tower_type`` one."""
+    found = config.get("model_type")
+    if found == model_type:
+        return dict(config.get("vision_config") or {})
+    if found == tower_type:
+        return config
+    raise ValueError(
+        f"not a {family} checkpoint: config.json has model_type={found!r} "
+        f"(expected {model_type!r} or {tower_type!r})"
+    )
+
+
+class VisionEncoder(nn.Module):
+    """What every encoder model shares: ``config`` (its family's :class:`EncoderConfig`), the
+    blocks as ``layers`` (``self.encoder.layers``), and ``grad_checkpoint``: when set, the
+    blocks' activations are recomputed in the backward pass (only while ``self.training``),
+    trading compute for memory when fine-tuning.
+
+    A subclass names the modules after the blocks that train with any of them
+    (``after_blocks``) and the parameters fine-tuning leaves alone (``never_trained``; see
+    :func:`set_encoder_trainable`).
+    """
+
+    after_blocks: tuple[str, ...] = ()
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.config = cfg
+        self.grad_checkpoint = False
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        """The encoder blocks, first to last (for freezing the first N)."""
+        return self.encoder.layers
+
+    def run_blocks(
+        self, x: mx.array, output_hidden_states: bool = False
+    ) -> tuple[mx.array, tuple[mx.array, ...] | None]:
+        """``x`` through the blocks (checkpointed if asked, see above); also the input and
+        every block's output when ``output_hidden_states``."""
+        hidden = [x] if output_hidden_states else None
+        checkpoint = self.grad_checkpoint and self.training
+        for layer in self.layers:
+            x = checkpointed(layer, x) if checkpoint else layer(x)
+            if hidden is not None:
+                hidden.append(x)
+        return x, tuple(hidden) if hidden is not None else None
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def sanitize_state(
+    weights: dict[str, Any], key_map: Callable[[str], str | None], patch_key: str
+) -> dict[str, Any]:
+    """A Hugging Face state dict in a family's names and layouts.
+
+    ``key_map`` renames each key (None drops it: other towers, buffers); the patch kernel
+    ``patch_key`` goes from OIHW (torch) to OHWI (MLX). A kernel already OHWI is left as is:
+    the two are told apart by which axes are equal (the square patch's), so only a 3-pixel
+    patch over 3 channels would be ambiguous. Idempotent when ``key_map`` is; works on numpy
+    and MLX arrays.
+    """
+    out = {}
+    for key, value in weights.items():
+        key = key_map(key)
+        if key is None:
+            continue
+        if key == patch_key and value.ndim == 4 and _is_oihw(tuple(value.shape)):
+            value = value.transpose(0, 2, 3, 1)
+            if isinstance(value, np.ndarray):
+                value = np.ascontiguousarray(value)
+        out[key] = value
+    return out
+
+
+def tower_keys(drop_prefixes: tuple[str, ...]) -> Callable[[str], str | None]:
+    """The key map of a vision tower saved alone or inside a two-tower checkpoint: keys of
+    ``drop_prefixes`` (the other tower) and ``position_ids`` buffers dropped,
+    ``vision_model.`` stripped."""
+
+    def key_map(key: str) -> str | None:
+        if key.startswith(drop_prefixes) or key.endswith("position_ids"):
+            return None
+        return key.removeprefix("vision_model.")
+
+    return key_map
+
+
+def hf_state(
+    weights: dict[str, np.ndarray],
+    hf_keys: Collection[str],
+    key_map: Callable[[str], str | None],
+    patch_key: str,
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`sanitize_state` for the keys of a transformers model's state dict:
+    each key's tensor from ``weights`` (our names, found through ``key_map``), kernels OIHW.
+    Keys ``key_map`` drops (buffers, unused tensors) are left out."""
+    out = {}
+    for hf_key in hf_keys:
+        key = key_map(hf_key)
+        if key is None:
+            continue
+        if key not in weights:
+            raise ValueError(f"the MLX encoder has no weight for {hf_key!r}")
+        value = weights[key]
+        if key == patch_key:
+            value = value.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+        out[hf_key] = np.ascontiguousarray(value)
+    return out
+
+
+def _is_oihw(shape: tuple[int, ...]) -> bool:
+    # OIHW: (D, C, p, p); OHWI: (D, p, p, C). Square patches mean H == W in both layouts.
+    _, a, b, c = shape
+    return b == c and a != b
 
 
 @contextlib.contextmanager

@@ -46,6 +46,9 @@ class TrainModelConfig:
     # "scratch" (random init from ``vision``), a zoo name, or a converted encoder folder.
     encoder: str = "scratch"
     vision: dict[str, Any] | None = None  # VisionConfig fields, used when encoder == "scratch"
+    # Feed the encoder images of this side instead of its checkpoint's (e.g. 336 with a
+    # 224-px checkpoint): the processor follows, position embeddings are resized. None: as is.
+    image_size: int | None = None
     # Scratch encoders: "sincos" starts the position embedding as 2-D sine-cosine values
     # (neighbouring patches start out close; faster to learn where things are), or "random".
     position_init: str = "sincos"

@@ -36,7 +36,7 @@ from mlx.utils import tree_flatten
 from tqdm import tqdm
 
 from mlx_caption.errors import UserError
-from mlx_caption.loading import load_captioner, load_encoder
+from mlx_caption.loading import at_image_size, load_captioner, load_encoder
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.decoder import DECODER_PRESETS, DecoderConfig
 from mlx_caption.models.registry import encoder_config_from_dict
@@ -605,8 +605,10 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> Captioner:
         if not m.vision:
             raise UserError("model.encoder: scratch needs a model.vision section (encoder config)")
         encoder, vision = None, encoder_config_from_dict(m.vision)
+        if m.image_size is not None:
+            vision = at_image_size(vision, m.image_size)
     else:
-        encoder = load_encoder(m.encoder)
+        encoder = load_encoder(m.encoder, image_size=m.image_size)
         vision = encoder.config
     config = CaptionerConfig(
         vision=vision, decoder=decoder, encoder_name=None if encoder is None else m.encoder,
@@ -619,6 +621,10 @@ def build_captioner(cfg: TrainConfig, vocab_size: int) -> Captioner:
     if encoder is not None:
         model.load_encoder_weights(encoder)
     elif m.position_init == "sincos":
+        if not hasattr(model.encoder, "init_sincos_positions"):
+            raise UserError(
+                "model.position_init: 'sincos' is for CLIP scratch encoders; use 'random'"
+            )
         model.encoder.init_sincos_positions()
     elif m.position_init != "random":
         raise UserError(

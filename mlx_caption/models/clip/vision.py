@@ -14,15 +14,21 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
-from mlx_caption.models.base import VisionOutput, checkpointed
+from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state, tower_keys
 from mlx_caption.models.clip.config import CLIPVisionConfig
-from mlx_caption.models.layers import MLP, STEMS, MultiHeadAttention, sincos_position_embedding
+from mlx_caption.models.layers import (
+    MLP,
+    STEMS,
+    MultiHeadAttention,
+    resize_positions,
+    sincos_position_embedding,
+)
 
 PATCH_KEY = "embeddings.patch_embedding.weight"
 # Keys of the rest of a CLIPModel checkpoint: the text tower and the contrastive scale.
 DROP_PREFIXES = ("text_model.", "text_projection.", "logit_scale")
+hf_key_to_ours = tower_keys(DROP_PREFIXES)  # a transformers key -> ours (None: dropped)
 
 
 class VisionEmbeddings(nn.Module):
@@ -30,20 +36,18 @@ class VisionEmbeddings(nn.Module):
         super().__init__()
         if cfg.stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {cfg.stem!r}")
-        self.image_size = cfg.image_size
+        self.patch_size = cfg.patch_size
         self.class_embedding = mx.zeros((cfg.hidden_size,))
         self.patch_embedding = STEMS[cfg.stem](cfg.num_channels, cfg.hidden_size, cfg.patch_size)
-        self.position_embedding = nn.Embedding(cfg.num_tokens, cfg.hidden_size)
+        self.position_embedding = nn.Embedding(cfg.num_positions, cfg.hidden_size)
 
     def __call__(self, pixels: mx.array) -> mx.array:
         b, h, w, _ = pixels.shape
-        if h != self.image_size or w != self.image_size:
-            raise ValueError(
-                f"input is {h}x{w} but the model expects {self.image_size}x{self.image_size}"
-            )
         patches = self.patch_embedding(pixels)
         cls = mx.broadcast_to(self.class_embedding.astype(patches.dtype), (b, 1, patches.shape[-1]))
-        return mx.concatenate([cls, patches], axis=1) + self.position_embedding.weight
+        grid = (h // self.patch_size, w // self.patch_size)
+        positions = resize_positions(self.position_embedding.weight, grid, prefix=1)
+        return mx.concatenate([cls, patches], axis=1) + positions
 
 
 class EncoderLayer(nn.Module):
@@ -68,32 +72,21 @@ class Encoder(nn.Module):
         self.layers = [EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
 
 
-class CLIPVisionModel(nn.Module):
-    """CLIP ViT over NHWC float pixels; ``model.config`` is its :class:`CLIPVisionConfig`.
-
-    ``grad_checkpoint = True`` recomputes each block's activations in the backward pass
-    (only while ``model.training``), trading compute for memory when fine-tuning.
-    """
+class CLIPVisionModel(VisionEncoder):
+    """CLIP ViT over NHWC float pixels; ``model.config`` is its :class:`CLIPVisionConfig`."""
 
     # Fine-tuning rules (see models.base.set_encoder_trainable): post_layernorm trains with any
     # block; the contrastive head is off the captioning path.
     after_blocks = ("post_layernorm",)
 
     def __init__(self, cfg: CLIPVisionConfig):
-        super().__init__()
-        self.config = cfg
-        self.grad_checkpoint = False
+        super().__init__(cfg)
         self.embeddings = VisionEmbeddings(cfg)
         self.pre_layrnorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.encoder = Encoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.projection_dim:
             self.visual_projection = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
-
-    @property
-    def layers(self) -> list[EncoderLayer]:
-        """The encoder blocks, first to last (for freezing the first N)."""
-        return self.encoder.layers
 
     @property
     def never_trained(self) -> list[str]:
@@ -109,20 +102,18 @@ class CLIPVisionModel(nn.Module):
         )
 
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
-        x = self.pre_layrnorm(self.embeddings(pixels))
-        hidden = [x] if output_hidden_states else None
-        checkpoint = self.grad_checkpoint and self.training
-        for layer in self.encoder.layers:
-            x = checkpointed(layer, x) if checkpoint else layer(x)
-            if hidden is not None:
-                hidden.append(x)
+        """Encode NHWC pixels of any size of at least one patch (positions are resized to
+        the grid, bicubic, as transformers' ``interpolate_pos_encoding``)."""
+        x, hidden = self.run_blocks(
+            self.pre_layrnorm(self.embeddings(pixels)), output_hidden_states
+        )
         pooled = self.post_layernorm(x[:, 0])
         embeds = self.visual_projection(pooled) if "visual_projection" in self else None
         return VisionOutput(
             last_hidden_state=x,
             pooler_output=pooled,
             image_embeds=embeds,
-            hidden_states=tuple(hidden) if hidden is not None else None,
+            hidden_states=hidden,
         )
 
     @staticmethod
@@ -130,24 +121,6 @@ class CLIPVisionModel(nn.Module):
         """Map HF CLIP tensors to this module's names; running it twice changes nothing.
 
         Drops the text tower and ``position_ids`` buffers, strips ``vision_model.``, and turns
-        the patch kernel from OIHW (torch) into OHWI (MLX). A kernel already OHWI is left as
-        is: the two are told apart by which axes are equal (the square patch's), so only a
-        3-pixel patch over 3 channels would be ambiguous. Works on numpy and MLX arrays.
+        the patch kernel from OIHW (torch) into OHWI (MLX) (see ``models.base.sanitize_state``).
         """
-        out = {}
-        for key, value in weights.items():
-            if key.startswith(DROP_PREFIXES) or key.endswith("position_ids"):
-                continue
-            key = key.removeprefix("vision_model.")
-            if key == PATCH_KEY and value.ndim == 4 and _is_oihw(tuple(value.shape)):
-                value = value.transpose(0, 2, 3, 1)
-                if isinstance(value, np.ndarray):
-                    value = np.ascontiguousarray(value)
-            out[key] = value
-        return out
-
-
-def _is_oihw(shape: tuple[int, ...]) -> bool:
-    # OIHW: (D, C, p, p); OHWI: (D, p, p, C). Square patches mean H == W in both layouts.
-    _, a, b, c = shape
-    return b == c and a != b
+        return sanitize_state(weights, hf_key_to_ours, PATCH_KEY)

@@ -9,26 +9,39 @@ from mlx_caption.models.layers.attention import (
     causal_mask,
     combine_masks,
     key_padding_mask,
+    merge_heads,
     scaled_dot_product_attention,
+    split_heads,
 )
-from mlx_caption.models.layers.mlp import MLP
-from mlx_caption.models.layers.positions import sincos_position_embedding
+from mlx_caption.models.layers.mlp import MLP, activation
+from mlx_caption.models.layers.positions import (
+    bicubic_matrix,
+    resize_grid,
+    resize_positions,
+    sincos_position_embedding,
+)
 from mlx_caption.models.layers.stems import STEMS, ConvStem, PatchEmbedding
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "activation",
     "STEMS",
     "ConvStem",
     "KVCache",
     "MultiHeadAttention",
     "PatchEmbedding",
     "attention_weights",
+    "bicubic_matrix",
     "causal_mask",
     "combine_masks",
     "gelu_tanh",
     "key_padding_mask",
+    "merge_heads",
+    "resize_grid",
+    "resize_positions",
     "scaled_dot_product_attention",
     "sincos_position_embedding",
     "softmax",
+    "split_heads",
 ]

@@ -83,6 +83,18 @@ def scaled_dot_product_attention(
     return softmax(_mask_scores(scores, mask)) @ v
 
 
+def split_heads(x: mx.array, num_heads: int) -> mx.array:
+    """``(B, L, H * hd)`` -> ``(B, H, L, hd)``, the attention core's layout."""
+    b, n, _ = x.shape
+    return x.reshape(b, n, num_heads, -1).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: mx.array) -> mx.array:
+    """``(B, H, L, hd)`` -> ``(B, L, H * hd)``: the inverse of :func:`split_heads`."""
+    b, h, n, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, n, h * d)
+
+
 def attention_weights(
     q: mx.array, k: mx.array, scale: float, mask: mx.array | None = None
 ) -> mx.array:

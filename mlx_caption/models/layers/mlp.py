@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.layers.activations import ACTIVATIONS
+
+
+def activation(name: str) -> Callable[[mx.array], mx.array]:
+    """The activation a Hugging Face config calls ``hidden_act``; a ValueError names the
+    supported ones for any other."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; expected one of {list(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 class MLP(nn.Module):
@@ -13,9 +23,7 @@ class MLP(nn.Module):
 
     def __init__(self, dims: int, hidden: int, act: str = "gelu"):
         super().__init__()
-        if act not in ACTIVATIONS:
-            raise ValueError(f"unsupported hidden_act {act!r}; expected one of {list(ACTIVATIONS)}")
-        self.act = ACTIVATIONS[act]
+        self.act = activation(act)
         self.fc1 = nn.Linear(dims, hidden)
         self.fc2 = nn.Linear(hidden, dims)
 
