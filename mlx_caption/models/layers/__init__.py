@@ -5,11 +5,14 @@ from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softma
 from mlx_caption.models.layers.attention import (
     KVCache,
     MultiHeadAttention,
+    attend,
     attention_weights,
     causal_mask,
     combine_masks,
     key_padding_mask,
+    merge_heads,
     scaled_dot_product_attention,
+    split_heads,
 )
 from mlx_caption.models.layers.mlp import MLP
 from mlx_caption.models.layers.positions import sincos_position_embedding
@@ -23,12 +26,15 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "PatchEmbedding",
+    "attend",
     "attention_weights",
     "causal_mask",
     "combine_masks",
     "gelu_tanh",
     "key_padding_mask",
+    "merge_heads",
     "scaled_dot_product_attention",
     "sincos_position_embedding",
     "softmax",
+    "split_heads",
 ]
