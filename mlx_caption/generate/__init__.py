@@ -12,7 +12,14 @@ protocol:
   of ``tokens`` written at ``offset``, and their attention over the image ``(B, L, T)`` or
   None;
 - ``special_tokens`` (:class:`~mlx_caption.tokens.SpecialTokens`), ``vocab_size``,
-  ``max_positions`` and ``default_max_length``.
+  ``max_positions`` (positions, start tokens and prompt included), and the defaults of
+  :class:`DecodingConfig` it wants: ``default_max_length`` (generated tokens) and
+  ``default_early_stopping``.
+
+Greedy and beam search follow transformers' ``generate`` token for token (the BLIP parity
+test checks it): lengths count generated tokens, the prompt excluded (transformers'
+``max_new_tokens``, ``min_new_tokens``, and its length penalty); beam search keeps the
+finished hypotheses and stops as transformers does (see :mod:`.beams`).
 
 Modules: :mod:`.config` (options, the caption), :mod:`.logits` (logit processors),
 :mod:`.step` (the compiled step), :mod:`.search` (the loops), :mod:`.beams` (beam

@@ -33,7 +33,11 @@ def decode(
         return []
     prompt_ids = tokenizer.encode_text(config.prompt) if config.prompt else []
     prefix = [*decoder.special_tokens.start, *prompt_ids]
-    cfg = config.resolved(decoder.max_positions - len(prefix) + 1, decoder.default_max_length)
+    cfg = config.resolved(
+        decoder.max_positions - len(prefix) + 1,
+        decoder.default_max_length,
+        decoder.default_early_stopping,
+    )
     with eval_mode(decoder):
         memory = decoder.decoding_memory(image_tokens)
         if cfg.strategy == "beam":
@@ -122,22 +126,31 @@ def caption(
     batch_size: int = 16,
     **decoding: Any,
 ) -> list[Caption]:
-    """Caption image files or PIL images with a saved captioner.
+    """Caption image files or PIL images with a pretrained or trained captioner.
+
+    ``caption("cat.jpg", model="blip-base")[0].text`` captions a photo with BLIP (converted
+    into the cache on first use).
 
     Args:
         images: a path, a PIL image, or a list of them.
-        checkpoint: captioner folder or Hugging Face hub id (see
-            :func:`~mlx_caption.loading.load_captioner`); loaded once and kept.
-        model, tokenizer: an already loaded captioner instead of ``checkpoint``.
+        checkpoint: a zoo name (``"blip-base"``), a captioner folder or a Hugging Face hub id
+            (see :func:`~mlx_caption.loading.load_captioner`); loaded once and kept.
+        model: the same as ``checkpoint``, or an already loaded captioner (then give its
+            ``tokenizer`` too).
         batch_size: images per forward pass.
-        **decoding: :class:`DecodingConfig` fields (``strategy="beam"``, ``num_beams=3``, ...).
+        **decoding: :class:`DecodingConfig` fields (``strategy="beam"``, ``num_beams=3``,
+            ``prompt="a picture of"``, ...).
 
     Returns:
         One :class:`Caption` per image, in order.
     """
+    if isinstance(model, (str, Path)):
+        if checkpoint is not None:
+            raise UserError("give the captioner once: model= or checkpoint=")
+        checkpoint, model = model, None
     if model is None:
         if checkpoint is None:
-            raise UserError("give a checkpoint (folder or hub id) or a model and tokenizer")
+            raise UserError("give a captioner: a zoo name, a folder or a hub id (model=...)")
         # Keyed by the weights file's mtime too, so a checkpoint saved again is reloaded.
         weights = Path(checkpoint) / MODEL_FILE
         key = f"{checkpoint}@{weights.stat().st_mtime_ns if weights.is_file() else ''}"
