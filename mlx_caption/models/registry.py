@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_caption.models import clip
+from mlx_caption.models import blip, clip
 from mlx_caption.models.base import Family
 from mlx_caption.models.clip.config import MODEL_TYPE as CLIP_MODEL_TYPE
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (clip.FAMILY,)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (clip.FAMILY, blip.FAMILY)}
 
 
 def supported_model_types(kind: str | None = None) -> list[str]:

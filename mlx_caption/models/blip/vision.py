@@ -1,0 +1,116 @@
+"""BLIP's vision transformer, with Hugging Face parameter names (``vision_model.*``).
+
+Differs from CLIP's: one fused ``qkv`` projection and an output ``projection``, a patch
+convolution with a bias, no LayerNorm before the blocks, exact GELU, and ``post_layernorm``
+applied to every token (the decoder cross-attends to the normalised grid). The pooled output
+is ``post_layernorm`` of the already normalised class token, as transformers computes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_caption.models.base import VisionOutput, checkpointed
+from mlx_caption.models.blip.config import BlipVisionConfig
+from mlx_caption.models.layers import MLP, PatchEmbedding, merge_heads, scaled_dot_product_attention
+
+
+class BlipAttention(nn.Module):
+    """Self-attention with a fused ``qkv`` projection and an output ``projection``."""
+
+    def __init__(self, dims: int, num_heads: int):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f"width {dims} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.scale = 1.0 / math.sqrt(dims // num_heads)
+        self.qkv = nn.Linear(dims, 3 * dims)
+        self.projection = nn.Linear(dims, dims)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
+        out = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], self.scale)
+        return self.projection(merge_heads(out))
+
+
+class BlipEncoderLayer(nn.Module):
+    """Pre-LN block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, cfg: BlipVisionConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.self_attn = BlipAttention(d, cfg.num_attention_heads)
+        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
+        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class BlipVisionEmbeddings(nn.Module):
+    def __init__(self, cfg: BlipVisionConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.image_size = cfg.image_size
+        self.class_embedding = mx.zeros((1, 1, d))
+        self.patch_embedding = PatchEmbedding(3, d, cfg.patch_size, bias=True)
+        self.position_embedding = mx.zeros((1, cfg.num_tokens, d))
+
+    def __call__(self, pixels: mx.array) -> mx.array:
+        b, h, w, _ = pixels.shape
+        if h != self.image_size or w != self.image_size:
+            raise ValueError(
+                f"input is {h}x{w} but the model expects {self.image_size}x{self.image_size}"
+            )
+        patches = self.patch_embedding(pixels)
+        cls = mx.broadcast_to(self.class_embedding, (b, 1, patches.shape[-1]))
+        return mx.concatenate([cls, patches], axis=1) + self.position_embedding
+
+
+class BlipEncoder(nn.Module):
+    def __init__(self, cfg: BlipVisionConfig):
+        super().__init__()
+        self.layers = [BlipEncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+
+
+class BlipVisionModel(nn.Module):
+    """BLIP's ViT over NHWC float pixels; fine-tuning rules as the encoder families'
+    (:func:`mlx_caption.models.base.set_encoder_trainable`)."""
+
+    after_blocks = ("post_layernorm",)
+    # The key bias sits inside the fused qkv bias; a shift of every score of a query changes
+    # nothing, so leaving it trainable changes nothing either.
+    never_trained: tuple[str, ...] = ()
+
+    def __init__(self, cfg: BlipVisionConfig):
+        super().__init__()
+        self.config = cfg
+        self.grad_checkpoint = False
+        self.embeddings = BlipVisionEmbeddings(cfg)
+        self.encoder = BlipEncoder(cfg)
+        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    @property
+    def layers(self) -> list[BlipEncoderLayer]:
+        return self.encoder.layers
+
+    def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
+        x = self.embeddings(pixels)
+        hidden = [x] if output_hidden_states else None
+        checkpoint = self.grad_checkpoint and self.training
+        for layer in self.encoder.layers:
+            x = checkpointed(layer, x) if checkpoint else layer(x)
+            if hidden is not None:
+                hidden.append(x)
+        x = self.post_layernorm(x)
+        return VisionOutput(
+            last_hidden_state=x,
+            pooler_output=self.post_layernorm(x[:, 0]),
+            hidden_states=tuple(hidden) if hidden is not None else None,
+        )
