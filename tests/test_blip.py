@@ -378,3 +378,49 @@ def test_transformers_tokenizer_fixture_has_the_real_special_ids():
         0, 100, 101, 102, len(VOCAB),
     ]  # fmt: skip
     assert make_hf_blip(layers=1).config.text_config.bos_token_id == len(VOCAB)
+
+
+def test_eval_page_and_serve_take_a_pretrained_captioner(hf_folder, tmp_path, capsys):
+    from mlx_caption.app.captioning import Decoding, caption_image
+    from mlx_caption.app.captioning import load_model as load_for_page
+    from mlx_caption.data.synthetic import DATASET_FILE, write_synthetic_dataset
+
+    data = tmp_path / "synth"
+    write_synthetic_dataset(data, images=12, seed=1, size=40)
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(hf_folder), "--data", str(data / DATASET_FILE), "--limit", "3"]
+    argv += ["--split", "train", "--out", str(out), "--gallery", "2"]
+    argv += ["--metrics-tokenizer", "python", "--json"]
+    assert main([*argv, "--prompt", "a picture of"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["images"] == 3 and metrics["decoding"]["num_beams"] == 3
+    preds = json.loads((out / "predictions.json").read_text())
+    assert all(p["caption"].startswith("a picture of") for p in preds)
+    assert (out / "gallery.html").read_text().count("<figure>") >= 2  # word heat maps
+
+    loaded = load_for_page(str(hf_folder))
+    assert loaded.grid == (24, 24) and loaded.max_length == 20
+    result = caption_image(loaded, random_image("RGB", (200, 150)), Decoding(max_length=5))
+    assert result.words and all(grid.shape == (24, 24) for _, grid in result.words)
+
+    assert main(["serve", "--checkpoint", "blip-base", "--dry-run", "--json"]) == 0
+    command = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["command"]
+    assert command[-2:] == ["--checkpoint", "blip-base"]
+
+
+def test_hub_id_of_a_pretrained_captioner_converts_into_the_cache(hf_folder, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    calls = []
+
+    def fake_snapshot(repo_id, allow_patterns=None, **kw):
+        calls.append(repo_id)
+        return str(hf_folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    model, tokenizer = conv.load_captioner("someone/blip-captioner")
+    assert isinstance(model, BlipForConditionalGeneration)
+    assert isinstance(tokenizer, PretrainedTokenizer)
+    assert set(calls) == {"someone/blip-captioner"}
+    assert conv.is_converted(tmp_path / "hf_home" / "mlx-caption" / "someone--blip-captioner")

@@ -37,6 +37,7 @@ from mlx_caption.app.uploads import (
     load_upload,
     to_rgb,
 )
+from mlx_caption import zoo
 from mlx_caption.errors import UserError
 
 THUMB = 112  # heat-map thumbnail side, pixels
@@ -94,6 +95,7 @@ def choose_checkpoint(args: argparse.Namespace) -> str | None:
     if args.checkpoint:
         options.append(args.checkpoint)
     options += [p for p in found if p not in options]
+    options += [e.name for e in zoo.entries("captioner") if e.name not in options]
     typed_label = "Another folder..."
     options.append(typed_label)
 
@@ -111,7 +113,7 @@ def choose_checkpoint(args: argparse.Namespace) -> str | None:
         index=0,
         format_func=label,
         help=f"Folders under {root.resolve()} holding config.json, model.safetensors and "
-        "tokenizer.json.",
+        "tokenizer.json, then the zoo's pretrained captioners (converted on first use).",
     )
     if choice == typed_label:
         typed = st.sidebar.text_input("Checkpoint folder", placeholder="runs/flickr8k/best")
