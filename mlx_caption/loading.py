@@ -490,9 +490,11 @@ def list_models() -> list[dict]:
 # ----------------------------------------------------------------------------- our captioner
 
 
-def write_model_files(model: Captioner, tokenizer: CaptionTokenizer, folder: Path) -> None:
+def write_model_files(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write model.safetensors, config.json and tokenizer.json into an existing ``folder``.
 
+    A pretrained family's model (being fine-tuned) also gets ``convert.json``: its folder is
+    then read as a converted one, whose config.json is ours, not Hugging Face's.
     Not atomic by itself: :func:`save_captioner` and the training checkpointer call it on a
     temporary folder and rename that into place.
     """
@@ -500,9 +502,18 @@ def write_model_files(model: Captioner, tokenizer: CaptionTokenizer, folder: Pat
     mx.save_safetensors(str(folder / MODEL_FILE), weights, metadata={"format": "mlx"})
     write_json(folder / CONFIG_FILE, model.config.to_dict())
     tokenizer.save(folder / TOKENIZER_FILE)
+    if not isinstance(model, Captioner):
+        record = {
+            "family": family_of(model.config).name,
+            "source_kind": "fine-tuned",
+            "dtype": str(next(iter(weights.values())).dtype).removeprefix("mlx.core."),
+            "output": {MODEL_FILE: sha256_file(folder / MODEL_FILE)},
+            "versions": _versions(),
+        }
+        write_json(folder / CONVERTED_MARKER, record)
 
 
-def save_captioner(model: Captioner, tokenizer: CaptionTokenizer, path: str | Path) -> Path:
+def save_captioner(model: Any, tokenizer: Any, path: str | Path) -> Path:
     """Save a checkpoint folder atomically (an existing folder is replaced only once the new
     one is complete)."""
     with atomic_dir(path) as tmp:

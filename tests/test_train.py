@@ -570,10 +570,15 @@ def test_wandb_without_the_package_is_a_clear_error(shapes, tmp_path, capsys):
 )
 def test_shipped_recipes_parse(recipe_file):
     from mlx_caption.commands.train import load_recipe
+    from mlx_caption.zoo import ZOO
 
     cfg = TrainConfig.from_dict(load_recipe(recipe_file))
     assert cfg.batch_size % cfg.data.captions_per_image == 0
     assert cfg.model.encoder_mode in ("frozen", "finetune")
+    if cfg.model.init_from in ZOO:  # fine-tuning a pretrained captioner
+        assert ZOO[cfg.model.init_from].kind == "captioner"
+        assert cfg.optim.lr <= 1e-4  # a pretrained model: small steps
+        return
     if cfg.model.encoder_mode == "finetune" and cfg.model.encoder != "scratch":
         assert cfg.optim.encoder_lr < cfg.optim.lr
     if cfg.model.encoder == "scratch":
