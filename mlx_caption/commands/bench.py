@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Benchmark pure MLX against the PyTorch bridge (encoder, captioning, decoding, training, data)."
+    "Benchmark pure MLX against the PyTorch bridge (encoder, captioning, decoding, training, "
+    "data) and against transformers' generate (pretrained captioners)."
 )
 
-SECTION_NAMES = ("encoder", "e2e", "decode", "train", "data")
+SECTION_NAMES = ("encoder", "e2e", "decode", "train", "data", "captioners")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,8 +18,13 @@ from mlx_caption.models.blip.model import PATCH_KEY
 
 
 def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
-    """The ``transformers.BlipConfig`` of a :class:`BlipConfig` (same field names)."""
+    """The ``transformers.BlipConfig`` of a :class:`BlipConfig` (same field names).
+
+    The vision tower is initialised with std 0.02: transformers' own 1e-10 suits only a
+    model that pretrained weights will overwrite (random models here are run as they are).
+    """
     vision = {k: v for k, v in cfg.vision.to_dict().items() if k != "preprocess"}
+    vision["initializer_range"] = 0.02
     return transformers.BlipConfig(text_config=cfg.text.to_dict(), vision_config=vision)
 
 
