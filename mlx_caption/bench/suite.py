@@ -272,15 +272,10 @@ def run_suite(
             from mlx_caption.bench.captioners import bench_captioners
 
             results["captioners"] = bench_captioners(
-                cfg.captioners,
-                batches=cfg.captioner_batches,
-                num_beams=cfg.num_beams,
-                tokens=cfg.tokens,
-                repeats=cfg.captioner_repeats,
-                warmup=cfg.warmup,
-                configs=cfg.captioner_configs,
-                log=log,
-            )
+                cfg.captioners, batches=cfg.captioner_batches, num_beams=cfg.num_beams,
+                tokens=cfg.tokens, repeats=cfg.captioner_repeats, warmup=cfg.warmup,
+                configs=cfg.captioner_configs, log=log,
+            )  # fmt: skip
         else:
             log("captioners: skipped (transformers' generate is the other side; needs torch)")
 

@@ -17,15 +17,19 @@ A family is a folder under ``models/`` (``models/clip/`` is the example to copy)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
+
+from mlx_caption.data.preprocess import PreprocessConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,103 @@ class Family:
     def reference_module(self) -> ModuleType:
         """The family's transformers side (needs the ``torch`` extra)."""
         return importlib.import_module(self.reference)
+
+
+@dataclass
+class TransformerDims:
+    """A transformer's width, depth, heads, activation and LayerNorm epsilon (Hugging Face
+    names; BERT-base's and ViT-B's defaults)."""
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass
+class ViTConfig(TransformerDims):
+    """What every ViT family's config holds (Hugging Face names, ViT-B/16's defaults; a
+    family's subclass changes defaults and adds fields): the transformer, the image and its
+    patches, the token grid (a class token plus one per patch), and the preprocessing (the
+    family's processor, :meth:`default_preprocess`, when not given). ``to_dict``/``from_dict``
+    nest the preprocessing; unknown keys (``model_type``) are ignored."""
+
+    # The image, its patches, and how a picture becomes pixels.
+    image_size: int = 224
+    patch_size: int = 16
+    preprocess: PreprocessConfig | None = None
+
+    def default_preprocess(self) -> PreprocessConfig:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        if self.preprocess is None:
+            self.preprocess = self.default_preprocess()
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the grid: the class token plus one per patch."""
+        return self.num_patches + 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)} - {"preprocess"}
+        cfg = cls(**{k: v for k, v in data.items() if k in names})
+        if data.get("preprocess"):
+            cfg.preprocess = PreprocessConfig.from_dict(data["preprocess"])
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "preprocess": self.preprocess.to_dict()}
+
+
+def check_image_size(pixels: mx.array, size: int) -> None:
+    """A ``ValueError`` unless NHWC ``pixels`` are ``size x size``."""
+    _, h, w, _ = pixels.shape
+    if h != size or w != size:
+        raise ValueError(f"input is {h}x{w} but the model expects {size}x{size}")
+
+
+def run_blocks(model: nn.Module, x: mx.array, output_hidden_states: bool = False):
+    """``x`` through ``model.layers`` (under :func:`checkpointed` while training with
+    ``model.grad_checkpoint``); returns the output and, if asked, the input and every
+    block's output."""
+    hidden = [x] if output_hidden_states else None
+    checkpoint = model.grad_checkpoint and model.training
+    for layer in model.layers:
+        x = checkpointed(layer, x) if checkpoint else layer(x)
+        if hidden is not None:
+            hidden.append(x)
+    return x, None if hidden is None else tuple(hidden)
+
+
+def unsanitize(
+    weights: dict[str, np.ndarray],
+    hf_keys: list[str],
+    name_of: Callable[[str], str],
+    patch_key: str,
+) -> dict[str, np.ndarray]:
+    """A family's ``sanitize`` undone, for the keys of a transformers state dict (a
+    ``reference.to_hf_state``): ``name_of(hf_key)`` is the MLX name of each, the patch
+    kernel (``patch_key``) goes back from OHWI to OIHW, position-id buffers are skipped."""
+    out = {}
+    for hf_key in hf_keys:
+        if hf_key.endswith("position_ids"):
+            continue
+        name = name_of(hf_key)
+        if name not in weights:
+            raise ValueError(f"the MLX model has no weight for {hf_key!r}")
+        value = weights[name]
+        if name == patch_key:
+            value = value.transpose(0, 3, 1, 2)
+        out[hf_key] = np.ascontiguousarray(value)
+    return out
 
 
 @dataclass

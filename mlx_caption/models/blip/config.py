@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
+from mlx_caption.models.base import TransformerDims, ViTConfig
 
 MODEL_TYPE = "blip"
 ARCHITECTURE = "BlipForConditionalGeneration"
@@ -33,57 +34,27 @@ def _fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class BlipVisionConfig:
-    """BLIP's ViT (defaults: transformers' ``BlipVisionConfig``, blip-image-captioning-base's)."""
+class BlipVisionConfig(ViTConfig):
+    """BLIP's ViT (defaults: transformers' ``BlipVisionConfig``, blip-image-captioning-base's;
+    the preprocessing defaults to BLIP's processor)."""
 
-    hidden_size: int = 768
-    intermediate_size: int = 3072
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
     image_size: int = 384
-    patch_size: int = 16
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-5
-    preprocess: PreprocessConfig | None = None  # None: BLIP's processor at image_size
 
-    def __post_init__(self) -> None:
-        if self.preprocess is None:
-            self.preprocess = blip_preprocess(self.image_size)
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def num_tokens(self) -> int:
-        """The class token plus one per patch."""
-        return self.num_patches + 1
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlipVisionConfig:
-        cfg = cls(**_fields(cls, {k: v for k, v in data.items() if k != "preprocess"}))
-        if data.get("preprocess"):
-            cfg.preprocess = PreprocessConfig.from_dict(data["preprocess"])
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "preprocess": self.preprocess.to_dict()}
+    def default_preprocess(self) -> PreprocessConfig:
+        return blip_preprocess(self.image_size)
 
 
 @dataclass
-class BlipTextConfig:
+class BlipTextConfig(TransformerDims):
     """BLIP's BERT decoder (defaults: transformers' ``BlipTextConfig``) and its special ids."""
 
-    vocab_size: int = 30524
-    hidden_size: int = 768
-    encoder_hidden_size: int = 768  # the vision width it cross-attends to
-    intermediate_size: int = 3072
-    num_hidden_layers: int = 12
     num_attention_heads: int = 8
-    max_position_embeddings: int = 512
-    hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
+    encoder_hidden_size: int = 768  # the vision width cross-attention reads
     hidden_dropout_prob: float = 0.0
+    # Tokens and positions.
+    vocab_size: int = 30524
+    max_position_embeddings: int = 512
     bos_token_id: int = 30522  # [DEC]: replaces [CLS] as the first token of every caption
     sep_token_id: int = 102  # [SEP]: ends a caption (transformers passes it as eos_token_id)
     pad_token_id: int = 0
@@ -105,14 +76,6 @@ class BlipConfig:
     # generate()'s defaults: transformers' (or the checkpoint's generation_config.json).
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     early_stopping: bool = False
-
-    @property
-    def image_size(self) -> int:
-        return self.vision.image_size
-
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return self.vision.preprocess
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BlipConfig:
@@ -139,8 +102,8 @@ class BlipConfig:
         cls,
         config: dict,
         preprocessor: dict | None = None,
-        weight_names: Collection[str] = (),
         generation: dict | None = None,
+        weight_names: Collection[str] = (),
     ) -> BlipConfig:
         """From a Hugging Face ``config.json`` (``BlipConfig``), ``preprocessor_config.json``
         and ``generation_config.json`` dicts; what they leave out takes transformers' defaults.

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import transformers
 
+from mlx_caption.models.base import unsanitize
 from mlx_caption.models.blip.config import BlipConfig
 from mlx_caption.models.blip.model import PATCH_KEY
 
@@ -40,38 +41,19 @@ def load_model(folder: str | Path, cfg: BlipConfig | None = None) -> Any:
     return model_class.from_pretrained(str(folder), dtype=torch.float32).eval()
 
 
+# The LM head's copies of tied tensors, in a transformers state dict.
+_TIED = {
+    "text_decoder.cls.predictions.decoder.weight": (
+        "text_decoder.bert.embeddings.word_embeddings.weight"
+    ),
+    "text_decoder.cls.predictions.decoder.bias": "text_decoder.cls.predictions.bias",
+}
+
+
 def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str, np.ndarray]:
     """Inverse of ``BlipForConditionalGeneration.sanitize`` for a transformers state dict's
     keys (the LM head's tied copies come from the word embeddings and the head's bias)."""
-    tied = {
-        "text_decoder.cls.predictions.decoder.weight": (
-            "text_decoder.bert.embeddings.word_embeddings.weight"
-        ),
-        "text_decoder.cls.predictions.decoder.bias": "text_decoder.cls.predictions.bias",
-    }
-    out = {}
-    for key in hf_keys:
-        if key.endswith("position_ids"):
-            continue
-        name = tied.get(key, key)
-        if name not in weights:
-            raise ValueError(f"the MLX model has no weight for {key!r}")
-        value = weights[name]
-        if name == PATCH_KEY:
-            value = value.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        out[key] = np.ascontiguousarray(value)
-    return out
-
-
-def from_mlx(model: Any) -> Any:
-    """A transformers copy of an MLX BLIP (same weights), in eval mode."""
-    from mlx.utils import tree_flatten
-
-    hf = random_model(model.config)
-    weights = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
-    state = to_hf_state(weights, list(hf.state_dict()))
-    hf.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-    return hf
+    return unsanitize(weights, hf_keys, lambda key: _TIED.get(key, key), PATCH_KEY)
 
 
 def pixel_values(pixels: np.ndarray) -> torch.Tensor:

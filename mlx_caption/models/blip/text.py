@@ -190,47 +190,31 @@ class BlipTextLMHeadModel(nn.Module):
     """The decoder (``text_decoder``): ``bert`` and the LM head ``cls``.
 
     ``decoder(tokens, image_tokens)`` gives teacher-forced logits ``(B, L, vocab)``; the
-    generation protocol is :meth:`decoding_memory`, :meth:`make_cache`, :meth:`decode_step`,
-    :attr:`special_tokens`, :attr:`vocab_size`, :attr:`max_positions` and
-    :attr:`default_max_length`.
+    generation protocol is :meth:`decoding_memory`, :meth:`make_cache`, :meth:`decode_step`
+    and the constants set here (``special_tokens``, ``vocab_size``, ``max_positions``,
+    ``default_max_length``, ``default_early_stopping``).
     """
 
     def __init__(self, cfg: BlipTextConfig, default_max_length: int, early_stopping: bool):
         super().__init__()
         self.config = cfg
-        self._default_max_length = default_max_length
-        self._default_early_stopping = early_stopping
         self.bert = BlipTextModel(cfg)
         self.cls = BlipTextOnlyMLMHead(cfg)
+        # The generation protocol's constants. Captions start with [DEC] and end with [SEP];
+        # transformers suppresses no token when BLIP generates, and neither do we.
+        self.special_tokens = SpecialTokens(
+            start=(cfg.bos_token_id,), end=cfg.sep_token_id, pad=cfg.pad_token_id
+        )
+        self.vocab_size = cfg.vocab_size
+        self.max_positions = cfg.max_position_embeddings
+        self.default_max_length = default_max_length
+        self.default_early_stopping = early_stopping
 
     @property
     def layers(self) -> list[BlipTextLayer]:
         return self.bert.encoder.layer
 
     # ----------------------------------------------------------------- generation protocol
-
-    @property
-    def special_tokens(self) -> SpecialTokens:
-        """Captions start with [DEC] (bos) and end with [SEP]; transformers suppresses no
-        token when BLIP generates, and neither do we."""
-        cfg = self.config
-        return SpecialTokens(start=(cfg.bos_token_id,), end=cfg.sep_token_id, pad=cfg.pad_token_id)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def max_positions(self) -> int:
-        return self.config.max_position_embeddings
-
-    @property
-    def default_max_length(self) -> int:
-        return self._default_max_length
-
-    @property
-    def default_early_stopping(self) -> bool:
-        return self._default_early_stopping
 
     def decoding_memory(self, image_tokens: mx.array) -> CrossKV:
         """Per-layer cross-attention keys and values of the image, computed once per image."""

@@ -13,9 +13,14 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.base import VisionOutput, checkpointed
+from mlx_caption.models.base import VisionOutput, check_image_size, run_blocks
 from mlx_caption.models.blip.config import BlipVisionConfig
-from mlx_caption.models.layers import MLP, PatchEmbedding, merge_heads, scaled_dot_product_attention
+from mlx_caption.models.layers import (
+    PatchEmbedding,
+    PreNormBlock,
+    merge_heads,
+    scaled_dot_product_attention,
+)
 
 
 class BlipAttention(nn.Module):
@@ -37,20 +42,14 @@ class BlipAttention(nn.Module):
         return self.projection(merge_heads(out))
 
 
-class BlipEncoderLayer(nn.Module):
-    """Pre-LN block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+class BlipEncoderLayer(PreNormBlock):
+    """Pre-LN block with BLIP's attention (fused ``qkv``, ``projection``)."""
 
     def __init__(self, cfg: BlipVisionConfig):
-        super().__init__()
-        d = cfg.hidden_size
-        self.self_attn = BlipAttention(d, cfg.num_attention_heads)
-        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
-        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
+        attention = BlipAttention(cfg.hidden_size, cfg.num_attention_heads)
+        super().__init__(
+            attention, cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps
+        )
 
 
 class BlipVisionEmbeddings(nn.Module):
@@ -63,13 +62,9 @@ class BlipVisionEmbeddings(nn.Module):
         self.position_embedding = mx.zeros((1, cfg.num_tokens, d))
 
     def __call__(self, pixels: mx.array) -> mx.array:
-        b, h, w, _ = pixels.shape
-        if h != self.image_size or w != self.image_size:
-            raise ValueError(
-                f"input is {h}x{w} but the model expects {self.image_size}x{self.image_size}"
-            )
+        check_image_size(pixels, self.image_size)
         patches = self.patch_embedding(pixels)
-        cls = mx.broadcast_to(self.class_embedding, (b, 1, patches.shape[-1]))
+        cls = mx.broadcast_to(self.class_embedding, (pixels.shape[0], 1, patches.shape[-1]))
         return mx.concatenate([cls, patches], axis=1) + self.position_embedding
 
 
@@ -101,16 +96,7 @@ class BlipVisionModel(nn.Module):
         return self.encoder.layers
 
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
-        x = self.embeddings(pixels)
-        hidden = [x] if output_hidden_states else None
-        checkpoint = self.grad_checkpoint and self.training
-        for layer in self.encoder.layers:
-            x = checkpointed(layer, x) if checkpoint else layer(x)
-            if hidden is not None:
-                hidden.append(x)
+        x, hidden = run_blocks(self, self.embeddings(pixels), output_hidden_states)
         x = self.post_layernorm(x)
-        return VisionOutput(
-            last_hidden_state=x,
-            pooler_output=self.post_layernorm(x[:, 0]),
-            hidden_states=tuple(hidden) if hidden is not None else None,
-        )
+        pooled = self.post_layernorm(x[:, 0])
+        return VisionOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
+from mlx_caption.models.base import ViTConfig
 
 MODEL_TYPE = "clip_vision_model"
 
@@ -19,18 +19,11 @@ def clip_preprocess(image_size: int) -> PreprocessConfig:
 
 
 @dataclass
-class CLIPVisionConfig:
-    """A CLIP vision transformer and the preprocessing that belongs to its checkpoint."""
+class CLIPVisionConfig(ViTConfig):
+    """A CLIP vision transformer and the preprocessing that belongs to its checkpoint
+    (defaults: ViT-B/32's, as transformers' ``CLIPVisionConfig``; CLIP's processor)."""
 
-    # The transformer (defaults: ViT-B/32's, as transformers' CLIPVisionConfig).
-    hidden_size: int = 768
-    intermediate_size: int = 3072
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
     hidden_act: str = "quick_gelu"  # "quick_gelu" | "gelu"
-    layer_norm_eps: float = 1e-5
-    # The image and its patches.
-    image_size: int = 224
     patch_size: int = 32
     num_channels: int = 3
     projection_dim: int | None = None  # set when the checkpoint has a visual_projection
@@ -38,36 +31,12 @@ class CLIPVisionConfig:
     # checkpoint); "conv" is a stack of 3x3 stride-2 convolutions (from-scratch training:
     # it learns shapes far sooner, see models/layers/stems.py ConvStem). Same token grid.
     stem: str = "patch"
-    preprocess: PreprocessConfig | None = None  # None: CLIP's processor at image_size
 
-    def __post_init__(self) -> None:
-        if self.preprocess is None:
-            self.preprocess = clip_preprocess(self.image_size)
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens in the grid: the class token plus one per patch."""
-        return self.num_patches + 1
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CLIPVisionConfig:
-        """From :meth:`to_dict`'s output (unknown keys, such as ``model_type``, ignored)."""
-        data = dict(data)
-        pre = data.pop("preprocess", None)
-        names = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in data.items() if k in names})
-        if pre:
-            cfg.preprocess = PreprocessConfig.from_dict(pre)
-        return cfg
+    def default_preprocess(self) -> PreprocessConfig:
+        return clip_preprocess(self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"model_type": MODEL_TYPE, **dataclasses.asdict(self)}
-        d["preprocess"] = self.preprocess.to_dict()
-        return d
+        return {"model_type": MODEL_TYPE, **super().to_dict()}
 
     @classmethod
     def from_hf(

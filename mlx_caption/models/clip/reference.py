@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import transformers
 
+from mlx_caption.models.base import unsanitize
 from mlx_caption.models.clip.config import CLIPVisionConfig
 from mlx_caption.models.clip.vision import PATCH_KEY
 
@@ -57,18 +58,7 @@ def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str,
     ``hf_keys`` are the torch model's own names (with or without ``vision_model.``, which
     differs between transformers versions); each is looked up without the prefix.
     """
-    out = {}
-    for hf_key in hf_keys:
-        key = hf_key.removeprefix("vision_model.")
-        if key.endswith("position_ids"):
-            continue
-        if key not in weights:
-            raise ValueError(f"the MLX encoder has no weight for {hf_key!r}")
-        value = weights[key]
-        if key == PATCH_KEY:
-            value = value.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        out[hf_key] = np.ascontiguousarray(value)
-    return out
+    return unsanitize(weights, hf_keys, lambda key: key.removeprefix("vision_model."), PATCH_KEY)
 
 
 def last_hidden_state(model: Any, pixels: np.ndarray) -> Any:

@@ -16,9 +16,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_caption.models.base import VisionOutput, checkpointed
+from mlx_caption.models.base import VisionOutput, check_image_size, run_blocks
 from mlx_caption.models.clip.config import CLIPVisionConfig
-from mlx_caption.models.layers import MLP, STEMS, MultiHeadAttention, sincos_position_embedding
+from mlx_caption.models.layers import (
+    STEMS,
+    MultiHeadAttention,
+    PreNormBlock,
+    sincos_position_embedding,
+)
 
 PATCH_KEY = "embeddings.patch_embedding.weight"
 # Keys of the rest of a CLIPModel checkpoint: the text tower and the contrastive scale.
@@ -36,30 +41,21 @@ class VisionEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(cfg.num_tokens, cfg.hidden_size)
 
     def __call__(self, pixels: mx.array) -> mx.array:
-        b, h, w, _ = pixels.shape
-        if h != self.image_size or w != self.image_size:
-            raise ValueError(
-                f"input is {h}x{w} but the model expects {self.image_size}x{self.image_size}"
-            )
+        check_image_size(pixels, self.image_size)
         patches = self.patch_embedding(pixels)
-        cls = mx.broadcast_to(self.class_embedding.astype(patches.dtype), (b, 1, patches.shape[-1]))
+        shape = (pixels.shape[0], 1, patches.shape[-1])
+        cls = mx.broadcast_to(self.class_embedding.astype(patches.dtype), shape)
         return mx.concatenate([cls, patches], axis=1) + self.position_embedding.weight
 
 
-class EncoderLayer(nn.Module):
-    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+class EncoderLayer(PreNormBlock):
+    """Pre-LN block with CLIP's attention (separate q/k/v/out projections, a key bias)."""
 
     def __init__(self, cfg: CLIPVisionConfig):
-        super().__init__()
-        d = cfg.hidden_size
-        self.self_attn = MultiHeadAttention(d, cfg.num_attention_heads, key_bias=True)
-        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
-        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
+        attention = MultiHeadAttention(cfg.hidden_size, cfg.num_attention_heads, key_bias=True)
+        super().__init__(
+            attention, cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps
+        )
 
 
 class Encoder(nn.Module):
@@ -109,20 +105,13 @@ class CLIPVisionModel(nn.Module):
         )
 
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
-        x = self.pre_layrnorm(self.embeddings(pixels))
-        hidden = [x] if output_hidden_states else None
-        checkpoint = self.grad_checkpoint and self.training
-        for layer in self.encoder.layers:
-            x = checkpointed(layer, x) if checkpoint else layer(x)
-            if hidden is not None:
-                hidden.append(x)
+        x, hidden = run_blocks(
+            self, self.pre_layrnorm(self.embeddings(pixels)), output_hidden_states
+        )
         pooled = self.post_layernorm(x[:, 0])
         embeds = self.visual_projection(pooled) if "visual_projection" in self else None
         return VisionOutput(
-            last_hidden_state=x,
-            pooler_output=pooled,
-            image_embeds=embeds,
-            hidden_states=tuple(hidden) if hidden is not None else None,
+            last_hidden_state=x, pooler_output=pooled, image_embeds=embeds, hidden_states=hidden
         )
 
     @staticmethod

@@ -1,5 +1,6 @@
-"""Layers every model family shares: attention and its KV cache, the MLP, activations, patch
-stems and position embeddings. A family folder builds its modules from these."""
+"""Layers every model family shares: attention and its KV cache, the MLP, the pre-LN block,
+activations, patch stems and position embeddings. A family folder builds its modules from
+these."""
 
 from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
 from mlx_caption.models.layers.attention import (
@@ -14,6 +15,7 @@ from mlx_caption.models.layers.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.blocks import PreNormBlock
 from mlx_caption.models.layers.mlp import MLP
 from mlx_caption.models.layers.positions import sincos_position_embedding
 from mlx_caption.models.layers.stems import STEMS, ConvStem, PatchEmbedding
@@ -26,6 +28,7 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "PatchEmbedding",
+    "PreNormBlock",
     "attend",
     "attention_weights",
     "causal_mask",
