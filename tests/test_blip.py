@@ -366,6 +366,12 @@ def test_caption_command_with_model_and_prompt(hf_folder, tmp_path, capsys):
     want = generate(model, pixels, tokenizer, "beam", num_beams=3, prompt="a picture of")
     assert [r["caption"] for r in rows] == [c.text for c in want]
     assert all(r["caption"].startswith("a picture of") for r in rows)
+    # The Python API takes the captioner by name or folder the same way.
+    import mlx_caption
+
+    api = mlx_caption.caption(paths, model=str(hf_folder), strategy="beam", num_beams=3,
+                              prompt="a picture of")  # fmt: skip
+    assert [c.text for c in api] == [c.text for c in want]
     # --checkpoint still works, and names what it takes.
     assert main(["caption", "--checkpoint", str(hf_folder), paths[0]]) == 0
     assert main(["caption", "--model", "no-such-model", paths[0]]) == 2

@@ -5,8 +5,10 @@ A captioner gives image tokens with ``encode(pixels)``; its ``decoder`` speaks t
 protocol:
 
 - ``decoding_memory(image_tokens)``: what every step reads of the image, computed once
-  (cross-attention keys/values, or an image prefix's), any tree of arrays with the batch on
-  axis 0;
+  (cross-attention keys/values, or an image prefix's), any tree of arrays with one row per
+  image on axis 0; a step's rows are the images' rows grouped by image (image ``i`` owns rows
+  ``i*g .. i*g+g-1``: its beams or samples), which
+  :func:`~mlx_caption.models.layers.attend` handles without copying the memory per row;
 - ``make_cache(batch, length)``: empty self-attention caches (:class:`KVCache` per layer);
 - ``decode_step(tokens, memory, cache, offset, return_attention)``: logits ``(B, L, vocab)``
   of ``tokens`` written at ``offset``, and their attention over the image ``(B, L, T)`` or

@@ -8,13 +8,14 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_map
 from PIL import Image
 
 from mlx_caption.data.preprocess import load_image, preprocess_image
 from mlx_caption.errors import UserError
 from mlx_caption.generate.beams import Hypothesis
 from mlx_caption.generate.config import Caption, DecodingConfig
-from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows, repeat_rows
+from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows
 from mlx_caption.loading import MODEL_FILE, load_captioner
 from mlx_caption.models.base import eval_mode
 
@@ -39,15 +40,18 @@ def decode(
         decoder.default_early_stopping,
     )
     with eval_mode(decoder):
-        memory = decoder.decoding_memory(image_tokens)
+        # One copy of each image's memory serves all its rows (beams or samples, grouped by
+        # image): the decoder's attention reads it once per image (layers.attention.attend).
+        # Made contiguous once: heads split by a transpose are views, which every step's
+        # attention would otherwise copy again.
+        memory = tree_map(mx.contiguous, decoder.decoding_memory(image_tokens))
         if cfg.strategy == "beam":
-            memory = repeat_rows(memory, cfg.num_beams)
             run = DecodingRun(decoder, cfg, images * cfg.num_beams, prefix)
             per_image = beam_search(run, memory, images)
         else:
             n = cfg.num_return_sequences
             run = DecodingRun(decoder, cfg, images * n, prefix)
-            per_image = _sampled_hypotheses(run, repeat_rows(memory, n), images, n)
+            per_image = _sampled_hypotheses(run, memory, images, n)
     return [_caption(hyps[: cfg.num_return_sequences], tokenizer, prompt_ids) for hyps in per_image]
 
 

@@ -1,9 +1,9 @@
 """The search loops: greedy and sampling over independent rows, and beam search.
 
-Both drive one compiled step (:mod:`.step`): the rows of all images are one batch; the
-image memory (cross-attention keys/values, or an image prefix's) is computed once per image
-and repeated for its rows; the self-attention keys/values live in preallocated buffers, so
-after the first step (the start tokens and prompt) every step has the same shapes.
+Both drive one compiled step (:mod:`.step`): the rows of all images are one batch, grouped
+by image; the image memory (cross-attention keys/values, or an image prefix's) is computed
+once per image and serves all its rows; the self-attention keys/values live in preallocated
+buffers, so after the first step (the start tokens and prompt) every step has the same shapes.
 
 Greedy and sampling keep the chosen tokens on the device and feed them straight into the
 next step; the host reads step ``t`` while the device already runs step ``t + 1``
@@ -20,7 +20,6 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_map
 
 from mlx_caption.generate import beams
 from mlx_caption.generate.config import DecodingConfig
@@ -58,13 +57,6 @@ class DecodingRun:
 
     def bias_at(self, t: int) -> mx.array:
         return self.no_end_bias if t < self.cfg.min_length else self.bias
-
-
-def repeat_rows(memory: Any, repeats: int) -> Any:
-    """Each image's memory repeated for its ``repeats`` rows (every leaf on axis 0)."""
-    if repeats == 1:
-        return memory
-    return tree_map(lambda a: mx.repeat(a, repeats, axis=0), memory)
 
 
 def decode_rows(run: DecodingRun, memory: Any) -> tuple[np.ndarray, ...]:

@@ -258,7 +258,27 @@ def attend(
     return_weights: bool = False,
 ) -> tuple[mx.array, mx.array | None]:
     """Attention of ``(B, H, L, hd)`` queries over keys/values, per head ``(B, H, L, hd)``,
-    and, with ``return_weights``, the weights ``(B, H, L, L_key)`` (computed explicitly)."""
+    and, with ``return_weights``, the weights ``(B, H, L, L_key)`` (computed explicitly).
+
+    Keys and values may have fewer rows than the queries, ``B / g`` (cross-attention to one
+    image for its ``g`` beams or samples, rows grouped by image): the ``g`` rows' queries then
+    attend as one ``g * L``-long query, so each image's keys and values are read once, not
+    once per row, and never copied per row.
+    """
+    groups = q.shape[0] // k.shape[0]
+    if groups > 1:
+        if mask is not None:
+            raise ValueError("grouped queries take no mask (cross-attention has none)")
+        b, h, n, d = k.shape[0], q.shape[1], q.shape[2], q.shape[3]
+        q = q.reshape(b, groups, h, n, d).transpose(0, 2, 1, 3, 4).reshape(b, h, groups * n, d)
+        out, weights = attend(q, k, v, scale, None, return_weights)
+
+        def ungroup(x: mx.array) -> mx.array:
+            last = x.shape[-1]
+            x = x.reshape(b, h, groups, n, last).transpose(0, 2, 1, 3, 4)
+            return x.reshape(b * groups, h, n, last)
+
+        return ungroup(out), None if weights is None else ungroup(weights)
     if not return_weights:
         return scaled_dot_product_attention(q, k, v, scale, mask), None
     if isinstance(mask, str):
