@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--repeats must be at least 1")
         changes["repeats"] = args.repeats
         changes["train_repeats"] = args.repeats
+        changes["captioner_repeats"] = args.repeats
         changes["encoder_repeats"] = {}
     cfg = dataclasses.replace(cfg, **changes)
     results = run_and_write(cfg, args.out, bridge=not args.no_bridge)
