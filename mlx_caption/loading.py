@@ -37,6 +37,7 @@ from mlx_caption.models.base import Family
 from mlx_caption.models.captioner import MODEL_TYPE as CAPTIONER_MODEL_TYPE
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.registry import encoder_config_from_dict, family_for, family_of
+from mlx_caption.pretrained_tokenizer import TOKENIZER_FILES, PretrainedTokenizer
 from mlx_caption.tokenizer import TOKENIZER_FILE, CaptionTokenizer
 
 WEIGHTS_ENV = "MLX_CAPTION_WEIGHTS"
@@ -45,7 +46,9 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-_HUB_FILES = ["config.json", "preprocessor_config.json", "generation_config.json"]
+GENERATION_FILE = "generation_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+_HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, GENERATION_FILE, *TOKENIZER_FILES]
 _HUB_SAFETENSORS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
 _SAFETENSORS_DTYPES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -256,10 +259,9 @@ def read_checkpoint(folder: str | os.PathLike, kind: str | None = None) -> Check
         family = _family(raw_config, kind)
         inputs = weight_files(folder)
         weights = family.model_class.sanitize(read_weights(inputs, family.drop_prefixes))
-        pre_path = folder / "preprocessor_config.json"
-        pre = read_json(pre_path) if pre_path.is_file() else None
-        config = _config_from_hf(family, raw_config, pre, weights)
-        inputs = [folder / CONFIG_FILE, *inputs] + ([pre_path] if pre else [])
+        config = _config_from_hf(family, raw_config, folder, weights)
+        extra = [folder / n for n in (PREPROCESSOR_FILE, GENERATION_FILE) if (folder / n).is_file()]
+        inputs = [folder / CONFIG_FILE, *inputs, *extra]
         info = {}
     check_weights(family.model_class(config), weights, str(folder))
     return Checkpoint(folder, family, config, weights, inputs, is_converted(folder), info)
@@ -277,9 +279,19 @@ def _with_legacy_model_type(config: dict) -> dict:
     return config if "model_type" in config else {**config, "model_type": "clip_vision_model"}
 
 
-def _config_from_hf(family: Family, config: dict, preprocessor: dict | None, weights: dict):
+def _optional_json(path: Path) -> dict | None:
+    return read_json(path) if path.is_file() else None
+
+
+def _config_from_hf(family: Family, config: dict, folder: Path, weights: Any = ()) -> Any:
+    """The family's config from a Hugging Face folder's config.json, its
+    preprocessor_config.json and, for captioners, its generation_config.json."""
+    extra = {}
+    if family.kind == "captioner":
+        extra["generation"] = _optional_json(folder / GENERATION_FILE)
+    pre = _optional_json(folder / PREPROCESSOR_FILE)
     try:
-        return family.config_class.from_hf(config, preprocessor, weight_names=set(weights))
+        return family.config_class.from_hf(config, pre, weight_names=set(weights), **extra)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"cannot read the {family.name} config.json: {err}") from None
 
@@ -339,19 +351,26 @@ def convert(
         raise UserError(f"--out {out} exists and is not a converted model folder; not touching it")
     folder, kind = resolve_source(model)
     ckpt = read_checkpoint(folder)
+    tokenizer, inputs = None, list(ckpt.inputs)
+    if ckpt.family.kind == "captioner":
+        special = ckpt.family.model_class(ckpt.config).decoder.special_tokens
+        tokenizer = PretrainedTokenizer.from_folder(folder, special)
+        inputs += [folder / n for n in TOKENIZER_FILES if (folder / n).is_file()]
     weights = {k: ckpt.weights[k].astype(DTYPES[dtype]) for k in sorted(ckpt.weights)}
     mx.eval(weights)
     original = ckpt.source_info.get("original_source", str(model))
     with atomic_dir(out) as tmp:
         mx.save_safetensors(str(tmp / MODEL_FILE), weights, metadata={"format": "mlx"})
         write_json(tmp / CONFIG_FILE, ckpt.config.to_dict())
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER_FILE)
         record = {
             "family": ckpt.family.name,
             "source": str(model),
             "source_kind": "converted" if ckpt.converted else kind,
             "original_source": original,
             "dtype": dtype,
-            "inputs": {p.name: sha256_file(p) for p in ckpt.inputs},
+            "inputs": {p.name: sha256_file(p) for p in inputs},
             "output": {MODEL_FILE: sha256_file(tmp / MODEL_FILE)},
             "versions": _versions(),
         }
@@ -458,10 +477,7 @@ def _encoder_config(name_or_path: str) -> Any:
                 return encoder_config_from_dict(raw)
             except ValueError as err:
                 raise UserError(f"{folder / CONFIG_FILE}: {err}") from None
-        family = _family(raw, "encoder")
-        pre_path = folder / "preprocessor_config.json"
-        pre = read_json(pre_path) if pre_path.is_file() else None
-        return _config_from_hf(family, raw, pre, set())
+        return _config_from_hf(_family(raw, "encoder"), raw, folder)
     names = ", ".join(e.name for e in zoo.entries("encoder"))
     raise UserError(f"unknown encoder {name_or_path!r}; zoo names: {names}")
 
@@ -473,15 +489,19 @@ def count_parameters(config: Any) -> int:
 
 
 def list_models() -> list[dict]:
-    """Every zoo model with its shape and whether (and where) it is converted locally."""
+    """Every zoo model with its shape, parameters, size on disk (the converted weights, or
+    float32's 4 bytes a parameter before conversion) and where it is converted locally."""
     rows = []
     for entry in zoo.entries():
         cfg = entry.make_config()
         folder = find_converted(entry.name)
+        parameters = count_parameters(cfg)
+        size = (folder / MODEL_FILE).stat().st_size if folder else 4 * parameters
         rows.append(
             {
                 **entry.describe(),
-                "parameters": count_parameters(cfg),
+                "parameters": parameters,
+                "size_mb": round(size / 1e6, 1),
                 "converted": folder is not None,
                 "path": str(folder) if folder else None,
             }
@@ -492,9 +512,11 @@ def list_models() -> list[dict]:
 # ----------------------------------------------------------------------------- our captioner
 
 
-def write_model_files(model: Captioner, tokenizer: CaptionTokenizer, folder: Path) -> None:
+def write_model_files(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write model.safetensors, config.json and tokenizer.json into an existing ``folder``.
 
+    A pretrained family's model (being fine-tuned) also gets ``convert.json``: its folder is
+    then read as a converted one, whose config.json is ours, not Hugging Face's.
     Not atomic by itself: :func:`save_captioner` and the training checkpointer call it on a
     temporary folder and rename that into place.
     """
@@ -502,9 +524,18 @@ def write_model_files(model: Captioner, tokenizer: CaptionTokenizer, folder: Pat
     mx.save_safetensors(str(folder / MODEL_FILE), weights, metadata={"format": "mlx"})
     write_json(folder / CONFIG_FILE, model.config.to_dict())
     tokenizer.save(folder / TOKENIZER_FILE)
+    if not isinstance(model, Captioner):
+        record = {
+            "family": family_of(model.config).name,
+            "source_kind": "fine-tuned",
+            "dtype": str(next(iter(weights.values())).dtype).removeprefix("mlx.core."),
+            "output": {MODEL_FILE: sha256_file(folder / MODEL_FILE)},
+            "versions": _versions(),
+        }
+        write_json(folder / CONVERTED_MARKER, record)
 
 
-def save_captioner(model: Captioner, tokenizer: CaptionTokenizer, path: str | Path) -> Path:
+def save_captioner(model: Any, tokenizer: Any, path: str | Path) -> Path:
     """Save a checkpoint folder atomically (an existing folder is replaced only once the new
     one is complete)."""
     with atomic_dir(path) as tmp:
@@ -512,26 +543,70 @@ def save_captioner(model: Captioner, tokenizer: CaptionTokenizer, path: str | Pa
     return Path(path)
 
 
-def _captioner_folder(path_or_hub_id: str | Path) -> Path:
-    p = Path(path_or_hub_id).expanduser()
+def _captioner_folder(name_or_path: str | Path) -> Path:
+    """A local folder for a captioner: the folder itself, a zoo name's converted folder
+    (converted into the cache on first use), or a hub repo's snapshot."""
+    p = Path(name_or_path).expanduser()
     if p.exists():
         if not p.is_dir():
             raise UserError(f"checkpoint {p} is a file; expected a folder holding {MODEL_FILE}")
         return p
-    text = str(path_or_hub_id)
+    text = str(name_or_path)
+    entry = zoo.lookup(text)
+    if entry is not None and entry.kind == "captioner":
+        return converted_folder(entry.name)
     if not hub.looks_like_hub_id(text):
-        raise UserError(f"checkpoint not found: {text}")
-    return hub.download(text, CHECKPOINT_FILES)
+        names = ", ".join(e.name for e in zoo.entries("captioner"))
+        raise UserError(
+            f"checkpoint not found: {text} (not a folder, a hub id or a zoo name: {names})"
+        )
+    # Our captioners on the hub are these three files; a Hugging Face captioner has them too.
+    folder = hub.download(text, CHECKPOINT_FILES)
+    return folder if _is_our_captioner(folder) else converted_folder(text)
 
 
-def load_captioner(path_or_hub_id: str | Path) -> tuple[Captioner, CaptionTokenizer]:
-    """Load ``(Captioner, CaptionTokenizer)`` from a checkpoint folder or hub repo id.
+def _is_our_captioner(folder: Path) -> bool:
+    """A folder of ours (model_type mlx_caption), not a pretrained family's."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return True  # our loader says what is missing
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return True  # our loader reports the bad config.json
+    return model_type in (None, CAPTIONER_MODEL_TYPE)
 
-    The model comes back in eval mode. A folder with missing files, an unreadable config,
-    corrupt weights, weights that do not fit the config, or a tokenizer larger than the
-    decoder's vocabulary is refused with a :class:`UserError` saying why.
+
+def load_captioner(name_or_path: str | Path) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of any captioner, in eval mode.
+
+    ``name_or_path`` is a zoo name (``blip-base``: converted into the cache on first use), a
+    folder (one of our checkpoints; a converted, Hugging Face or fine-tuned pretrained
+    captioner) or a hub repo id. Ours come back as ``(Captioner, CaptionTokenizer)``,
+    pretrained families as their model and a
+    :class:`~mlx_caption.pretrained_tokenizer.PretrainedTokenizer`. A folder with missing
+    files, an unreadable config, corrupt weights, weights that do not fit the config, or a
+    tokenizer larger than the decoder's vocabulary is refused with a :class:`UserError`.
     """
-    folder = _captioner_folder(path_or_hub_id)
+    folder = _captioner_folder(name_or_path)
+    if _is_our_captioner(folder):
+        return _load_our_captioner(folder)
+    checkpoint = read_checkpoint(folder, "captioner")
+    model = build_model(checkpoint, None if checkpoint.converted else mx.float32)
+    tokenizer = PretrainedTokenizer.from_folder(folder, model.decoder.special_tokens)
+    _check_vocabulary(tokenizer.vocab_size, model.decoder.vocab_size)
+    return model, tokenizer
+
+
+def _check_vocabulary(tokenizer_size: int, decoder_size: int) -> None:
+    if tokenizer_size > decoder_size:
+        raise UserError(
+            f"tokenizer has {tokenizer_size} ids but the decoder only {decoder_size}: they do "
+            "not belong together"
+        )
+
+
+def _load_our_captioner(folder: Path) -> tuple[Captioner, CaptionTokenizer]:
     missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
     if missing:
         hint = ""
@@ -552,11 +627,7 @@ def load_captioner(path_or_hub_id: str | Path) -> tuple[Captioner, CaptionTokeni
     mx.eval(model.parameters())
     model.eval()
     tokenizer = CaptionTokenizer.from_file(folder / TOKENIZER_FILE)
-    if tokenizer.vocab_size > cfg.decoder.vocab_size:
-        raise UserError(
-            f"tokenizer has {tokenizer.vocab_size} ids but the decoder only "
-            f"{cfg.decoder.vocab_size}: they do not belong together"
-        )
+    _check_vocabulary(tokenizer.vocab_size, cfg.decoder.vocab_size)
     return model, tokenizer
 
 

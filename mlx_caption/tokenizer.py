@@ -177,12 +177,13 @@ class CaptionTokenizer:
     def encode_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
         """Encode captions to a (N, max_length) int32 array.
 
-        Each row is ``<start> ids... <end>`` then ``<pad>``; a caption too long is cut so that
-        ``<end>`` is still the last real token (the model always learns to stop).
+        Each row is ``<start> ids... <end>`` then :data:`~mlx_caption.tokens.NO_TOKEN`
+        padding (the loss skips it); a caption too long is cut so that ``<end>`` is still the
+        last real token (the model always learns to stop).
         """
         if max_length < 2:
             raise UserError(f"max_length must be at least 2 (<start> and <end>), got {max_length}")
-        out = np.full((len(texts), max_length), self.PAD, dtype=np.int32)
+        out = np.full((len(texts), max_length), tokens.NO_TOKEN, dtype=np.int32)
         for row, ids in enumerate(self._body(texts)):
             ids = [self.START, *ids[: max_length - 2], self.END]
             out[row, : len(ids)] = ids

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 PAD, START, END, UNK = 0, 1, 2, 3
 SPECIAL_TOKEN_NAMES = ("<pad>", "<start>", "<end>", "<unk>")
 
+# Fills training rows after a caption's end token. It is no tokenizer's id, so the loss tells
+# padding from text without asking which id a tokenizer pads with (GPT-2 pads with its end
+# token, which a caption's last target must be).
+NO_TOKEN = -1
+
 
 @dataclass(frozen=True)
 class SpecialTokens:

@@ -1,20 +1,34 @@
-"""The model zoo: a table of names -> hub id, family, description and architecture.
+"""The model zoo: a table of names -> hub id, family, description, architecture and, for
+captioners, the scores their authors published.
 
 Pure data: loading a zoo model (converting it into the cache on first use) is
-:func:`mlx_caption.loading.load_encoder`; ``mlx-caption zoo`` lists the table with what is
-converted locally. Adding a model of an existing family is one row.
+:func:`mlx_caption.loading.load_encoder` or :func:`~mlx_caption.loading.load_captioner`;
+``mlx-caption zoo`` lists the table with parameters, size and what is converted locally.
+Adding a model of an existing family is one row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.dinov2 import Dinov2Config
 from mlx_caption.models.siglip import SiglipVisionConfig, siglip_preprocess
 from mlx_caption.models.vit import ViTConfig
+
+
+@dataclass(frozen=True)
+class Published:
+    """Scores a captioner's authors published on the COCO Karpathy test split (BLEU-4 and
+    CIDEr, percent), with where they come from and how the captions were decoded."""
+
+    bleu4: float
+    cider: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -31,24 +45,29 @@ class ZooEntry:
     kind: str  # "encoder" | "captioner"
     description: str
     make_config: Callable[[], Any]
+    published: Published | None = None
 
     def describe(self) -> dict[str, Any]:
         """The row ``mlx-caption zoo`` shows (without the local state)."""
         cfg = self.make_config()
-        return {
+        vision = getattr(cfg, "vision", cfg)  # a captioner's image side
+        row = {
             "name": self.name,
             "hub_id": self.hub_id,
             "family": self.family,
             "kind": self.kind,
             "description": self.description,
-            "image_size": cfg.input_size,
-            "patch_size": cfg.patch_size,
-            "hidden_size": cfg.hidden_size,
-            "layers": cfg.num_hidden_layers,
-            "tokens": cfg.num_tokens,
-            "hidden_act": cfg.hidden_act,
-            "preprocess": cfg.preprocess.summary(),
+            "image_size": vision.input_size,
+            "patch_size": vision.patch_size,
+            "hidden_size": vision.hidden_size,
+            "layers": vision.num_hidden_layers,
+            "tokens": vision.num_tokens,
+            "hidden_act": vision.hidden_act,
+            "preprocess": vision.preprocess.summary(),
         }
+        if self.published is not None:
+            row["published"] = dataclasses.asdict(self.published)
+        return row
 
 
 def _clip(name: str, hub_id: str, description: str, **arch: Any) -> ZooEntry:
@@ -102,6 +121,25 @@ def _vit(name: str, description: str, **arch: Any) -> ZooEntry:
         return ViTConfig(**arch)
 
     return ZooEntry(name, f"google/{name}", "vit", "encoder", description, make_config)
+
+
+_BLIP_PAPER = (
+    "Li et al. 2022, BLIP (arXiv:2201.12086), Table 7, COCO Karpathy test, {row}; decoded "
+    "with beam 3, prompt 'a picture of ', 5 to 20 tokens (the paper's caption_coco.yaml)"
+)
+
+
+def _blip(name: str, hub_id: str, description: str, published: Published, **vision: Any):
+    """A BLIP captioner: ``vision`` holds what differs from ViT-B/16 at 384 px; the text
+    decoder is BERT-base with 12 heads (as both hub configs have it)."""
+
+    def make_config() -> BlipConfig:
+        v = BlipVisionConfig(**vision)
+        return BlipConfig(
+            vision=v, text=BlipTextConfig(num_attention_heads=12, encoder_hidden_size=v.hidden_size)
+        )
+
+    return ZooEntry(name, hub_id, "blip", "captioner", description, make_config, published)
 
 
 ENTRIES: list[ZooEntry] = [
@@ -178,6 +216,17 @@ ENTRIES: list[ZooEntry] = [
     _vit(
         "vit-large-patch16-224-in21k", "ViT-L/16 pretrained on ImageNet-21k, 197 tokens",
         **LARGE_MLP,
+    ),
+    _blip(
+        "blip-base", "Salesforce/blip-image-captioning-base",
+        "BLIP captioner, ViT-B/16 at 384 px + BERT-base decoder, COCO fine-tuned",
+        Published(39.7, 133.3, _BLIP_PAPER.format(row="BLIP CapFilt-L, 129M images, ViT-B")),
+    ),
+    _blip(
+        "blip-large", "Salesforce/blip-image-captioning-large",
+        "BLIP captioner, ViT-L/16 at 384 px + BERT-base decoder, COCO fine-tuned",
+        Published(40.4, 136.7, _BLIP_PAPER.format(row="BLIP, 129M images, ViT-L")),
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
     ),
 ]  # fmt: skip
 

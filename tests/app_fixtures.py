@@ -57,6 +57,7 @@ def tiny_checkpoint(
     from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
     from mlx_caption.models.decoder import DecoderConfig
     from mlx_caption.tokenizer import CaptionTokenizer
+    from mlx_caption.train.step import caption_loss, shifted
 
     if captions is None:
         captions = [
@@ -99,11 +100,9 @@ def tiny_checkpoint(
         tokens = mx.array(tokenizer.encode_batch(image_captions, cfg.decoder.max_length))
 
         def loss_fn(m):
-            logits = m(m.encode(pixels), tokens[:, :-1])
-            target = tokens[:, 1:]
-            ce = nn.losses.cross_entropy(logits, target, reduction="none")
-            keep = target != tokenizer.PAD
-            return (ce * keep).sum() / keep.sum()
+            inputs, targets = shifted(tokens)
+            total, count, _ = caption_loss(m(m.encode(pixels), inputs), targets)
+            return total / count
 
         opt = optim.Adam(learning_rate=3e-3)
         step = nn.value_and_grad(model, loss_fn)

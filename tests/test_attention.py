@@ -211,3 +211,23 @@ def test_key_bias_would_not_change_attention():
     m.k_proj.bias = mx.random.normal((16,))
     after = m(x, mask="causal")
     assert mx.allclose(before, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_grouped_queries_equal_keys_repeated_per_row(return_weights):
+    """Cross-attention for g rows per image (beams) reads one copy of the image's keys and
+    values: the same numbers as repeating them for every row."""
+    from mlx_caption.models.layers import attend
+
+    mx.random.seed(0)
+    q = mx.random.normal((6, 2, 1, 8))  # 2 images x 3 beams, 2 heads, one new token
+    k, v = mx.random.normal((2, 2, 5, 8)), mx.random.normal((2, 2, 5, 8))
+    grouped, w_grouped = attend(q, k, v, 0.35, return_weights=return_weights)
+    repeated, w_repeated = attend(
+        q, mx.repeat(k, 3, axis=0), mx.repeat(v, 3, axis=0), 0.35, return_weights=return_weights
+    )
+    np.testing.assert_allclose(np.array(grouped), np.array(repeated), atol=1e-6)
+    if return_weights:
+        np.testing.assert_allclose(np.array(w_grouped), np.array(w_repeated), atol=1e-6)
+    with pytest.raises(ValueError, match="no mask"):
+        attend(q, k, v, 0.35, mask=mx.ones((6, 1, 1, 5), dtype=mx.bool_))

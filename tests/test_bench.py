@@ -72,6 +72,12 @@ def test_tiny_suite_structure(tiny_run):
     assert rows[0]["gflop_per_image"] == pytest.approx(vit_flops(TINY) / 1e9)
     assert res["encoder"]["half"][0]["skipped"]  # CPU: half precision is skipped with a note
     assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
+    cap = res["captioners"]
+    assert (cap["model"], cap["batch"], cap["same_captions"]) == ("blip-base", 2, True)
+    assert [r["batch"] for r in cap["rows"]] == [1, 2]
+    for row in cap["rows"]:
+        assert row["mlx_captions_per_s"] > 0 and row["transformers_captions_per_s"] > 0
+        assert row["mlx_peak_memory_mb"] > 0 and row["tokens"] == 8
     assert res["decode"]["kv_cache_speedup"] > 0 and res["decode"]["same_tokens"] is True
     assert res["train"]["compile_speedup"] > 0
     modes = res["train"]["modes"]
@@ -101,7 +107,14 @@ def test_tiny_suite_files(tiny_run):
     saved = json.loads((out / "bench_tiny.json").read_text())
     assert saved["encoder"]["ratio"] == pytest.approx(res["encoder"]["ratio"])
     md = (out / "bench_tiny.md").read_text()
-    for heading in ("## Goals", "## Encoder", "## End to end", "## Decoding", "## Training"):
+    for heading in (
+        "## Goals",
+        "## Encoder",
+        "## End to end",
+        "## Decoding",
+        "## Training",
+        "## Pretrained captioners",
+    ):
         assert heading in md
     assert "## Where the time goes" in md and "MLP activation" in md
     for png in ("bench_tiny.png", "bench_tiny_profile.png"):

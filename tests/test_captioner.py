@@ -435,6 +435,7 @@ FLAG_CASES = {
     "--top-k": (["--top-k", "1"], {"top_k": 1}, *SAMPLING),
     "--top-p": (["--top-p", "0.05"], {"top_p": 0.05}, *SAMPLING),
     "--seed": (["--seed", "1"], {"seed": 1}, *SAMPLING),
+    "--prompt": (["--prompt", "a blue"], {"prompt": "a blue"}, [], {}),
 }
 
 

@@ -33,7 +33,7 @@ def test_shard_rows():
         shard_rows(9, World(rank=0, size=2))
 
 
-def _recipe(tmp_path: Path, mode: str) -> Path:
+def _recipe(tmp_path: Path, mode: str, blip: bool = False) -> Path:
     data = write_synthetic_dataset(tmp_path / "shapes", images=60, seed=1, size=32)
     d = recipe(
         data,
@@ -56,6 +56,15 @@ def _recipe(tmp_path: Path, mode: str) -> Path:
             "log_every": 1,
         },
     )
+    if blip:  # fine-tuning a pretrained captioner: a tiny BLIP, as transformers saves one
+        from blip_fixtures import save_hf_blip
+        from prerequisites import require_module
+
+        require_module("transformers", "the [torch] extra")
+        folder = save_hf_blip(
+            tmp_path / "blip", perturb=False, image_size=32, patch_size=8, vision_init=0.02
+        )
+        d["model"] = {"init_from": str(folder), "encoder_mode": mode}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(d))
     return path
@@ -71,9 +80,11 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in lines if r["kind"] == "train"]
 
 
-@pytest.mark.parametrize("mode", ["finetune", "frozen"])
-def test_two_ranks_equal_one_process(tmp_path, mode):
-    recipe = _recipe(tmp_path, mode)
+@pytest.mark.parametrize(
+    ("mode", "blip"), [("finetune", False), ("frozen", False), ("finetune", True)]
+)
+def test_two_ranks_equal_one_process(tmp_path, mode, blip):
+    recipe = _recipe(tmp_path, mode, blip)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     train = ["-m", "mlx_caption.cli", "train", "--config", str(recipe), "--no-progress"]
     one = subprocess.run(

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 
 from mlx_caption.errors import UserError
 from mlx_caption.tokenizer import CaptionTokenizer
+from mlx_caption.tokens import NO_TOKEN
 
 
 def _flickr_captions(n: int = 3000) -> list[str]:
@@ -67,7 +68,7 @@ def test_unknown_characters_round_trip(tok):
 def test_empty_caption(tok):
     assert tok.encode("") == [1, 2]
     batch = tok.encode_batch([""], max_length=5)
-    assert batch.tolist() == [[1, 2, 0, 0, 0]]
+    assert batch.tolist() == [[1, 2, NO_TOKEN, NO_TOKEN, NO_TOKEN]]
     assert tok.decode([1, 2, 0, 0]) == ""
 
 
@@ -77,10 +78,10 @@ def test_encode_batch_pads_and_truncates(tok):
     assert batch.dtype == np.int32 and batch.shape == (2, 12)
     short = tok.encode("a dog")
     assert batch[0, : len(short)].tolist() == short
-    assert (batch[0, len(short) :] == tok.PAD).all()
+    assert (batch[0, len(short) :] == NO_TOKEN).all()  # padding: no token id at all
     # Truncated: <start> first, <end> kept as the last token, no padding.
     assert batch[1, 0] == tok.START and batch[1, -1] == tok.END
-    assert (batch[1] != tok.PAD).all()
+    assert (batch[1] != NO_TOKEN).all()
     assert tok.decode(batch[1]).split() == ["dog"] * 10
     with pytest.raises(UserError):
         tok.encode_batch(["x"], max_length=1)

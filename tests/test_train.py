@@ -30,7 +30,7 @@ from mlx_caption.loading import load_captioner
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.clip import CLIPVisionConfig as VisionConfig
 from mlx_caption.models.decoder import DecoderConfig
-from mlx_caption.tokens import END, PAD, START
+from mlx_caption.tokens import END, NO_TOKEN, START
 from mlx_caption.train.checkpoint import list_checkpoints, read_state
 from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimConfig
 from mlx_caption.train.evaluation import evaluate_captioner
@@ -96,19 +96,21 @@ def train_lines(run: Path) -> list[dict]:
 # ----------------------------------------------------------------------------- pieces
 
 
-def test_caption_loss_ignores_pad_with_label_smoothing():
+def test_caption_loss_ignores_padding_with_label_smoothing():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((2, 4, 6)).astype(np.float32)
-    targets = np.array([[3, 5, 2, 0], [1, 2, 0, 0]])
+    # Padding is NO_TOKEN, never an id: a target 0 (a tokenizer's pad or end id) still counts.
+    targets = np.array([[3, 5, 0, NO_TOKEN], [1, 2, NO_TOKEN, NO_TOKEN]])
     total, count, correct = caption_loss(mx.array(logits), mx.array(targets), 0.1)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    mask = targets != 0
+    mask = targets != NO_TOKEN
+    ids = np.where(mask, targets, 0)
     # Label smoothing 0.1 over 6 classes: 0.9 * NLL + 0.1 * mean over classes of -logp.
-    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    nll = -np.take_along_axis(logp, ids[..., None], -1)[..., 0]
     smooth = 0.9 * nll + 0.1 * (-logp.mean(-1))
     assert count.item() == 5
     assert total.item() == pytest.approx(float((smooth * mask).sum()), rel=1e-5)
-    hits = (logits.argmax(-1) == targets) & mask
+    hits = (logits.argmax(-1) == ids) & mask
     assert correct.item() == hits.sum()
     # Changing a logit row at a pad position changes nothing.
     logits[1, 3] += 100.0
@@ -375,7 +377,7 @@ class WordTokenizer:
         return [START, *(self.ids[w] for w in text.split()), END]
 
     def encode_batch(self, texts, max_length):
-        out = np.full((len(texts), max_length), PAD, dtype=np.int32)
+        out = np.full((len(texts), max_length), NO_TOKEN, dtype=np.int32)
         for row, text in enumerate(texts):
             ids = self.encode(text)
             out[row, : len(ids)] = ids
@@ -568,10 +570,15 @@ def test_wandb_without_the_package_is_a_clear_error(shapes, tmp_path, capsys):
 )
 def test_shipped_recipes_parse(recipe_file):
     from mlx_caption.commands.train import load_recipe
+    from mlx_caption.zoo import ZOO
 
     cfg = TrainConfig.from_dict(load_recipe(recipe_file))
     assert cfg.batch_size % cfg.data.captions_per_image == 0
     assert cfg.model.encoder_mode in ("frozen", "finetune")
+    if cfg.model.init_from in ZOO:  # fine-tuning a pretrained captioner
+        assert ZOO[cfg.model.init_from].kind == "captioner"
+        assert cfg.optim.lr <= 1e-4  # a pretrained model: small steps
+        return
     if cfg.model.encoder_mode == "finetune" and cfg.model.encoder != "scratch":
         assert cfg.optim.encoder_lr < cfg.optim.lr
     if cfg.model.encoder == "scratch":

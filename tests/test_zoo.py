@@ -69,7 +69,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("name", list(zoo.ZOO))
+@pytest.mark.parametrize("name", [e.name for e in zoo.entries("encoder")])
 def test_registry_entries_are_complete(name):
     entry = zoo.ZOO[name]
     cfg = entry.make_config()
@@ -94,6 +94,26 @@ def test_registry_entries_are_complete(name):
         assert (cfg.num_tokens, pre.resize_shortest_edge, pre.crop_size, pre.resample) == (
             EXPECTED[name]
         )
+
+
+# transformers' BlipForConditionalGeneration parameter counts for the hub configs (the LM
+# head's weight is the word embedding: counted once, as torch's parameters() does).
+KNOWN_CAPTIONER_PARAMS = {"blip-base": 223_971_644, "blip-large": 446_290_492}
+
+
+@pytest.mark.parametrize("name", [e.name for e in zoo.entries("captioner")])
+def test_captioner_entries_are_complete(name):
+    entry = zoo.ZOO[name]
+    cfg = entry.make_config()
+    assert entry.kind == "captioner" and entry.family == "blip"
+    assert entry.hub_id.startswith("Salesforce/blip-image-captioning-")
+    assert conv.count_parameters(cfg) == KNOWN_CAPTIONER_PARAMS[name]
+    assert cfg.vision.preprocess.resize_mode == "exact" and cfg.vision.image_size == 384
+    assert cfg.text.encoder_hidden_size == cfg.vision.hidden_size
+    assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    row = entry.describe()
+    assert row["tokens"] == 577
+    assert row["published"]["cider"] > 100 and "arXiv:2201.12086" in row["published"]["source"]
 
 
 def test_registry_covers_required_models():
@@ -131,9 +151,13 @@ def test_list_and_cli_show_local_conversions(tmp_path, monkeypatch, capsys):
     assert main(["zoo", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["name"] for r in listed] == list(zoo.ZOO)
+    assert listed[-1]["size_mb"] == pytest.approx(
+        4 * KNOWN_CAPTIONER_PARAMS["blip-large"] / 1e6, abs=0.1
+    )
     assert main(["zoo"]) == 0
     text = capsys.readouterr().out
     assert "openai/clip-vit-large-patch14-336" in text and "mine/clip-vit-base-patch16" in text
+    assert "Salesforce/blip-image-captioning-large" in text and "136.7" in text
 
 
 def test_load_encoder_from_folders(tmp_path):

@@ -57,7 +57,7 @@ class LoadedModel:
     tokenizer: Any
     path: str
     grid: tuple[int, int]
-    max_length: int
+    max_length: int  # the length slider's top: one more than the model's default caption length
     parameters: int
     load_seconds: float
     card: ModelCard | None = None  # what the page says about it
@@ -81,7 +81,7 @@ class CaptionResult:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """Load a checkpoint folder (or hub id); :class:`UserError` says what is wrong with it."""
+    """Load a captioner (zoo name, folder or hub id); :class:`UserError` says what is wrong."""
     from mlx_caption.loading import load_captioner
 
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def load_model(path: str | Path) -> LoadedModel:
         tokenizer=tokenizer,
         path=str(path),
         grid=(side, side),
-        max_length=int(model.config.decoder.max_length),
+        max_length=int(model.decoder.default_max_length) + 1,
         parameters=n_params,
         load_seconds=seconds,
         card=(
@@ -125,7 +125,8 @@ def caption_image(
         seconds = time.perf_counter() - start
     words: list[tuple[str, np.ndarray]] = []
     if attention and best.attention is not None:
-        ids = [t for t in best.token_ids if t != loaded.tokenizer.END]
+        end = loaded.model.decoder.special_tokens.end
+        ids = [t for t in best.token_ids if t != end]
         words = heatmap.word_maps(
             ids, best.attention[: len(ids)], loaded.tokenizer.decode, loaded.grid
         )

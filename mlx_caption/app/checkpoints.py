@@ -66,9 +66,11 @@ def checkpoint_mtime(path: str | Path) -> float:
 
 
 def checkpoint_options(served: str | None, root: str | Path) -> list[str]:
-    """What the picker offers: the served checkpoint first, then those found under ``root``."""
+    """What the picker offers: the served checkpoint first, then those found under ``root``,
+    then the zoo's pretrained captioners."""
     options = [served] if served else []
-    return options + [p for p in map(str, find_checkpoints(root)) if p not in options]
+    options += [p for p in map(str, find_checkpoints(root)) if p not in options]
+    return options + [e.name for e in zoo.entries("captioner") if e.name not in options]
 
 
 def option_label(option: str, root: str | Path) -> str:

@@ -121,7 +121,7 @@ def choose_checkpoint(args: argparse.Namespace, access: CheckpointAccess) -> str
         index=0,
         format_func=lambda p: p if p == typed_label else option_label(p, access.root),
         help="Folders under the checkpoints root holding config.json, model.safetensors and "
-        "tokenizer.json.",
+        "tokenizer.json, then the zoo's pretrained captioners (converted on first use).",
     )
     if access.note:
         st.sidebar.caption(access.note)

@@ -8,6 +8,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_caption.bench.encoder import tokens_only
+from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.captioner import CaptionerConfig
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig
@@ -18,6 +19,18 @@ DECODERS: dict[str, DecoderConfig] = {
     "small": DecoderConfig(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048),
     "base": DecoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
 }
+
+# A BLIP of BLIP's layout, tiny: checks the captioner section's harness in seconds.
+TINY_BLIP = BlipConfig(
+    vision=BlipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=16,
+    ),
+    text=BlipTextConfig(
+        vocab_size=200, hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, bos_token_id=198,
+    ),
+)  # fmt: skip
 
 TINY_DECODER = DecoderConfig(
     vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=24

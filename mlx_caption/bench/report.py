@@ -14,6 +14,11 @@ GOALS = (
     ("e2e.ratio", "end to end (encode + beam-3, 20 tokens) MLX / bridge", 1.3),
     ("decode.kv_cache_speedup", "KV cache / recompute, 20 tokens", 3.0),
     ("train.compile_speedup", "compiled / uncompiled training step", 1.2),
+    (
+        "captioners.ratio",
+        "pretrained captioner (BLIP-base, batch 8, beam 3, 20 tokens) MLX / transformers",
+        1.5,
+    ),
 )
 
 
@@ -154,6 +159,32 @@ def markdown(results: dict[str, Any]) -> str:
             },
         )
 
+    cap = results.get("captioners")
+    if cap:
+        lines += [
+            f"## Pretrained captioners: MLX against transformers' generate (beam "
+            f"{cap['num_beams']}, {cap['tokens']} new tokens)",
+            "",
+            "Same random weights on both sides; peak memory: MLX's allocator peak, and the rise "
+            "of the process's resident set during one call (sampled, both sides alike).",
+            "",
+        ]
+        lines += _table(
+            [
+                "model", "batch", "MLX captions/s", "transformers captions/s",
+                "MLX / transformers", "same captions", "MLX peak MB", "MLX RSS rise MB",
+                "transformers RSS rise MB",
+            ],
+            [
+                [
+                    r["model"], r["batch"], r["mlx_captions_per_s"],
+                    r["transformers_captions_per_s"], r["ratio"], r["same_captions"],
+                    r["mlx_peak_memory_mb"], r["mlx_rss_rise_mb"], r["transformers_rss_rise_mb"],
+                ]
+                for r in cap["rows"]
+            ],
+        )  # fmt: skip
+
     dec = results.get("decode")
     if dec:
         lines += [f"## Decoding: KV cache against recomputing the prefix ({dec['length']} tokens)"]
@@ -280,6 +311,19 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
                 },
             )
         )
+    cap = results.get("captioners")
+    if cap:
+        rows = [r for r in cap["rows"] if r["model"] == cap["model"]]
+        panels.append(
+            (
+                f"{cap['model']} captions/s (beam-{cap['num_beams']})",
+                [f"batch {r['batch']}" for r in rows],
+                {
+                    "MLX": [r["mlx_captions_per_s"] for r in rows],
+                    "transformers": [r["transformers_captions_per_s"] for r in rows],
+                },
+            )
+        )
     dec = results.get("decode")
     if dec:
         panels.append(
@@ -311,7 +355,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     cols = 2
     rows = (len(panels) + 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
-    colors = {"MLX": "#2a7ab9", "bridge": "#e8833a"}
+    colors = {"MLX": "#2a7ab9", "bridge": "#e8833a", "transformers": "#e8833a"}
     for ax, (title, labels, series, *per_bar) in zip(axes.flat, panels, strict=False):
         width = 0.8 / len(series)
         for i, (name, values) in enumerate(series.items()):

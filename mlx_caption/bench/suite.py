@@ -22,7 +22,7 @@ from typing import Any
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig
 
-SECTIONS = ("encoder", "e2e", "decode", "train", "data")
+SECTIONS = ("encoder", "e2e", "decode", "train", "data", "captioners")
 
 
 @dataclass
@@ -65,6 +65,11 @@ class SuiteConfig:
         default_factory=lambda: {"images": 512, "size": 320, "crop": 224, "batch": 32}
     )
     profile_batch: int = 8
+    # pretrained captioners (zoo names) against transformers' generate
+    captioners: tuple[str, ...] = ("blip-base",)
+    captioner_batches: tuple[int, ...] = (1, 8)
+    captioner_repeats: int = 2
+    captioner_configs: dict[str, Any] = field(default_factory=dict)  # overrides the zoo's
     sections: tuple[str, ...] = SECTIONS
     profile: bool = False
     quick: bool = False
@@ -91,6 +96,8 @@ class SuiteConfig:
             train_repeats=2,
             data={"images": 128, "size": 320, "crop": 224, "batch": 32, "repeats": 1},
             profile_batch=4,
+            captioner_batches=(8,),
+            captioner_repeats=1,
             quick=True,
             name="quick",
         )
@@ -99,7 +106,7 @@ class SuiteConfig:
     def tiny(cls) -> SuiteConfig:
         """Tiny shapes for tests: every code path in seconds, numbers meaningless."""
         from mlx_caption.bench.encoder import TINY
-        from mlx_caption.bench.models import TINY_DECODER
+        from mlx_caption.bench.models import TINY_BLIP, TINY_DECODER
 
         return cls(
             encoder={"tiny": [1, 2]},
@@ -117,6 +124,9 @@ class SuiteConfig:
             train_repeats=1,
             data={"images": 8, "size": 64, "crop": 32, "batch": 4, "repeats": 1},
             profile_batch=2,
+            captioner_batches=(1, 2),
+            captioner_repeats=1,
+            captioner_configs={"blip-base": TINY_BLIP},
             quick=True,
             name="tiny",
         )
@@ -162,7 +172,7 @@ def run_suite(
         "config": {
             k: (str(v) if isinstance(v, (CLIPVisionConfig, DecoderConfig)) else v)
             for k, v in dataclasses.asdict(cfg).items()
-            if k != "encoder_configs"
+            if k not in ("encoder_configs", "captioner_configs")
         },
     }
 
@@ -265,6 +275,19 @@ def run_suite(
         from mlx_caption.bench.data import bench_data
 
         results["data"] = bench_data(**cfg.data)
+
+    if "captioners" in cfg.sections:
+        if bridge:
+            begin("captioners", f"pretrained captioners against transformers: {cfg.captioners}")
+            from mlx_caption.bench.captioners import bench_captioners
+
+            results["captioners"] = bench_captioners(
+                cfg.captioners, batches=cfg.captioner_batches, num_beams=cfg.num_beams,
+                tokens=cfg.tokens, repeats=cfg.captioner_repeats, warmup=cfg.warmup,
+                configs=cfg.captioner_configs, log=log,
+            )  # fmt: skip
+        else:
+            log("captioners: skipped (transformers' generate is the other side; needs torch)")
 
     if cfg.profile:
         begin("profile", "profile: per-stage breakdown")

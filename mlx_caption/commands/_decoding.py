@@ -31,6 +31,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, default_beam: int = 
     group.add_argument("--top-k", type=int, default=0)
     group.add_argument("--top-p", type=float, default=1.0)
     group.add_argument("--seed", type=int, default=None, help="sampling seed")
+    group.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help='text every caption starts with ("a picture of"); part of the caption',
+    )
 
 
 def decoding_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,4 +60,5 @@ def decoding_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "seed": args.seed,
+        "prompt": args.prompt or None,
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Benchmark pure MLX against the PyTorch bridge (encoder, captioning, decoding, training, data)."
+    "Benchmark pure MLX against the PyTorch bridge (encoder, captioning, decoding, training, "
+    "data) and against transformers' generate (pretrained captioners)."
 )
 
-SECTION_NAMES = ("encoder", "e2e", "decode", "train", "data")
+SECTION_NAMES = ("encoder", "e2e", "decode", "train", "data", "captioners")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--repeats must be at least 1")
         changes["repeats"] = args.repeats
         changes["train_repeats"] = args.repeats
+        changes["captioner_repeats"] = args.repeats
         changes["encoder_repeats"] = {}
     cfg = dataclasses.replace(cfg, **changes)
     results = run_and_write(cfg, args.out, bridge=not args.no_bridge)

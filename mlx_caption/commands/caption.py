@@ -1,4 +1,4 @@
-"""``mlx-caption caption``: caption image files with a trained captioner."""
+"""``mlx-caption caption``: caption image files with a pretrained or trained captioner."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import argparse
 
 from mlx_caption.commands._decoding import add_decoding_arguments, decoding_from_args
 
-HELP = "Caption images with a captioner checkpoint (greedy, beam search or sampling)."
+HELP = "Caption images with a pretrained or trained captioner (greedy, beam search, sampling)."
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (a zoo name, a folder or a hub id), or ``--checkpoint``, its older name."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model",
+        help="zoo captioner (blip-base, blip-large), converted or training-checkpoint folder, "
+        "or Hugging Face hub id",
+    )
+    which.add_argument("--checkpoint", dest="model", help="the same as --model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", required=True, help="captioner folder or Hugging Face hub repo id"
-    )
+    add_model_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument(
@@ -30,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     decoding = decoding_from_args(args)
-    model, tokenizer = load_captioner(args.checkpoint)
+    model, tokenizer = load_captioner(args.model)
     captions = caption(
         args.images, model=model, tokenizer=tokenizer, batch_size=args.batch_size, **decoding
     )

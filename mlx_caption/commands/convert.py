@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Convert a Hugging Face checkpoint (hub id or folder) to an MLX folder (safetensors)."
+HELP = (
+    "Convert a Hugging Face checkpoint (hub id or folder: a CLIP encoder, a BLIP captioner) to "
+    "an MLX folder (safetensors; a captioner's tokenizer too)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="hub id (openai/clip-vit-base-patch32), HF or MLX folder"
+        "--model",
+        required=True,
+        help="hub id (openai/clip-vit-base-patch32, Salesforce/blip-image-captioning-base), "
+        "Hugging Face or MLX folder",
     )
     parser.add_argument("--out", required=True, help="output folder, e.g. weights/clip-vit-b32")
     parser.add_argument(

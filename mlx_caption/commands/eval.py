@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 from mlx_caption.commands._decoding import add_decoding_arguments, decoding_from_args
+from mlx_caption.commands.caption import add_model_argument
 
-HELP = "Caption a split with a checkpoint; write COCO predictions, metrics and an HTML gallery."
+HELP = "Caption a split with a captioner; write COCO predictions, metrics and an HTML gallery."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="captioner folder or hub repo id")
+    add_model_argument(parser)
     parser.add_argument(
         "--data", required=True, help="annotation file (or image folder for --format folder)"
     )
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         records = records[: args.limit]
     decoding = DecodingConfig().replace(**decoding_from_args(args))
-    model, tokenizer = load_captioner(args.checkpoint)
+    model, tokenizer = load_captioner(args.model)
     result = evaluate(
         model,
         tokenizer,

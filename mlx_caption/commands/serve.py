@@ -18,8 +18,8 @@ APP_FILE = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
-        help="captioner checkpoint folder to open first (config.json, model.safetensors, "
-        "tokenizer.json)",
+        help="captioner to open first: a checkpoint folder (config.json, model.safetensors, "
+        "tokenizer.json) or a zoo captioner (blip-base); the page lists the zoo's too",
     )
     parser.add_argument(
         "--checkpoints-root",
@@ -58,9 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_checkpoint(path: str) -> str:
-    """An existing folder must be a checkpoint; anything else may be a hub id for the page."""
+    """An existing folder must be a checkpoint; anything else may be a zoo captioner or a
+    hub id for the page."""
+    from mlx_caption import zoo
     from mlx_caption.app.checkpoints import CHECKPOINT_FILES, is_checkpoint
 
+    entry = zoo.lookup(path)
+    if entry is not None and entry.kind == "captioner":
+        return entry.name
     p = Path(path).expanduser()
     if p.exists():
         if not is_checkpoint(p):

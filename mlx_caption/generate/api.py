@@ -8,13 +8,14 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_map
 from PIL import Image
 
 from mlx_caption.data.preprocess import load_image, preprocess_image
 from mlx_caption.errors import UserError
 from mlx_caption.generate.beams import Hypothesis
 from mlx_caption.generate.config import Caption, DecodingConfig
-from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows, repeat_rows
+from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows
 from mlx_caption.loading import MODEL_FILE, load_captioner
 from mlx_caption.models.base import eval_mode
 
@@ -33,17 +34,24 @@ def decode(
         return []
     prompt_ids = tokenizer.encode_text(config.prompt) if config.prompt else []
     prefix = [*decoder.special_tokens.start, *prompt_ids]
-    cfg = config.resolved(decoder.max_positions - len(prefix) + 1, decoder.default_max_length)
+    cfg = config.resolved(
+        decoder.max_positions - len(prefix) + 1,
+        decoder.default_max_length,
+        decoder.default_early_stopping,
+    )
     with eval_mode(decoder):
-        memory = decoder.decoding_memory(image_tokens)
+        # One copy of each image's memory serves all its rows (beams or samples, grouped by
+        # image): the decoder's attention reads it once per image (layers.attention.attend).
+        # Made contiguous once: heads split by a transpose are views, which every step's
+        # attention would otherwise copy again.
+        memory = tree_map(mx.contiguous, decoder.decoding_memory(image_tokens))
         if cfg.strategy == "beam":
-            memory = repeat_rows(memory, cfg.num_beams)
             run = DecodingRun(decoder, cfg, images * cfg.num_beams, prefix)
             per_image = beam_search(run, memory, images)
         else:
             n = cfg.num_return_sequences
             run = DecodingRun(decoder, cfg, images * n, prefix)
-            per_image = _sampled_hypotheses(run, repeat_rows(memory, n), images, n)
+            per_image = _sampled_hypotheses(run, memory, images, n)
     return [_caption(hyps[: cfg.num_return_sequences], tokenizer, prompt_ids) for hyps in per_image]
 
 
@@ -122,22 +130,31 @@ def caption(
     batch_size: int = 16,
     **decoding: Any,
 ) -> list[Caption]:
-    """Caption image files or PIL images with a saved captioner.
+    """Caption image files or PIL images with a pretrained or trained captioner.
+
+    ``caption("cat.jpg", model="blip-base")[0].text`` captions a photo with BLIP (converted
+    into the cache on first use).
 
     Args:
         images: a path, a PIL image, or a list of them.
-        checkpoint: captioner folder or Hugging Face hub id (see
-            :func:`~mlx_caption.loading.load_captioner`); loaded once and kept.
-        model, tokenizer: an already loaded captioner instead of ``checkpoint``.
+        checkpoint: a zoo name (``"blip-base"``), a captioner folder or a Hugging Face hub id
+            (see :func:`~mlx_caption.loading.load_captioner`); loaded once and kept.
+        model: the same as ``checkpoint``, or an already loaded captioner (then give its
+            ``tokenizer`` too).
         batch_size: images per forward pass.
-        **decoding: :class:`DecodingConfig` fields (``strategy="beam"``, ``num_beams=3``, ...).
+        **decoding: :class:`DecodingConfig` fields (``strategy="beam"``, ``num_beams=3``,
+            ``prompt="a picture of"``, ...).
 
     Returns:
         One :class:`Caption` per image, in order.
     """
+    if isinstance(model, (str, Path)):
+        if checkpoint is not None:
+            raise UserError("give the captioner once: model= or checkpoint=")
+        checkpoint, model = model, None
     if model is None:
         if checkpoint is None:
-            raise UserError("give a checkpoint (folder or hub id) or a model and tokenizer")
+            raise UserError("give a captioner: a zoo name, a folder or a hub id (model=...)")
         # Keyed by the weights file's mtime too, so a checkpoint saved again is reloaded.
         weights = Path(checkpoint) / MODEL_FILE
         key = f"{checkpoint}@{weights.stat().st_mtime_ns if weights.is_file() else ''}"

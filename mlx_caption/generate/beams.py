@@ -1,11 +1,14 @@
 """Beam-search bookkeeping on the host: finished hypotheses per image, and turning one step's
 top candidates into the next step's beams.
 
-The rules follow Hugging Face's: each image keeps its ``num_beams`` best finished
-hypotheses; an end token among the top ``num_beams`` candidates finishes a hypothesis (one
-ranked lower is dropped); the next beams are the best ``num_beams`` candidates that do not
-end; an image is done once it holds ``num_beams`` hypotheses and either ``early_stopping``
-is set or no running beam can still beat the worst of them.
+The rules are transformers' (``generate`` with ``num_beams``): each image keeps its
+``num_beams`` best finished hypotheses, ranked by ``logprob / generated_length **
+length_penalty`` (the prompt not counted); an end token among the top ``num_beams``
+candidates finishes a hypothesis (one ranked lower is dropped); the next beams are the best
+``num_beams`` candidates that do not end; at the last step (``max_length``) the top
+``num_beams`` candidates all finish there, ended or not; an image is done once it holds
+``num_beams`` hypotheses and either ``early_stopping`` is set or no running beam can still
+beat the worst of them (at its current length).
 """
 
 from __future__ import annotations
@@ -71,14 +74,15 @@ def advance(
     length: int,
     length_penalty: float,
     early_stopping: bool,
-    finish: Callable[[int, float, float], Hypothesis],
+    last: bool,
+    finish: Callable[[int, int, float, float], Hypothesis],
 ) -> BeamStep:
     """One beam-search step on the host.
 
     ``candidates`` (images, C) are flat ``beam * vocab + token`` indices with cumulative
-    ``scores``; ``length`` is the generated length after this step. ``finish(row, score, norm)``
-    builds the :class:`Hypothesis` an end token completes on ``row``. Updates ``finished``
-    and ``done`` in place.
+    ``scores``; ``length`` is the generated length after this step and ``last`` says it is the
+    last step. ``finish(row, token, score, norm)`` builds the :class:`Hypothesis` that ends
+    with ``token`` on ``row``. Updates ``finished`` and ``done`` in place.
     """
     images = len(finished)
     norm = float(length) ** length_penalty
@@ -97,10 +101,10 @@ def advance(
                 break
             beam, tok = divmod(int(candidates[b, j]), vocab)
             row = base + beam
-            if tok == end:
-                # As in Hugging Face: an end token ranked below the top num_beams is dropped.
+            if tok == end or last:
+                # As in transformers: an end token ranked below the top num_beams is dropped.
                 if rank < num_beams:
-                    finished[b].add(finish(row, score, norm))
+                    finished[b].add(finish(row, tok, score, norm))
                 continue
             rows[base + n_live] = row
             tokens[base + n_live] = tok
@@ -109,7 +113,7 @@ def advance(
             if n_live == num_beams:
                 break
         if n_live == 0:
-            done[b] = True  # nothing left to extend (tiny vocabularies)
+            done[b] = True  # the last step, or nothing left to extend (tiny vocabularies)
         elif finished[b].full:
             best_running = new_scores[b].max()
             done[b] = early_stopping or best_running / norm <= finished[b].worst_score

@@ -21,12 +21,17 @@ class DecodingConfig:
     Attributes:
         strategy: ``"greedy"``, ``"beam"`` or ``"sample"``.
         max_length: most tokens generated per caption (the end token included, the prompt
-            not); defaults to what the model's positions leave after its start tokens.
-        min_length: the end token is forbidden before this many generated tokens.
+            not: transformers' ``max_new_tokens``); defaults to the model's usual caption
+            length, within what its positions leave after the start tokens and prompt.
+        min_length: the end token is forbidden before this many generated tokens
+            (transformers' ``min_new_tokens``).
         num_beams: beams per image (beam search).
-        length_penalty: beam hypotheses rank by ``logprob / length ** length_penalty``.
+        length_penalty: beam hypotheses rank by ``logprob / length ** length_penalty``, the
+            length counting generated tokens (the end token included, the prompt not).
         early_stopping: beam search stops an image once it has ``num_beams`` finished
-            hypotheses; if False, once no running beam can beat the worst of them.
+            hypotheses; if False, once no running beam can beat the worst of them; None: the
+            model's default (ours: True; pretrained captioners: their generation config's,
+            transformers' False when it says nothing).
         num_return_sequences: captions per image (the best plus ``alternatives``); by default
             all beams for beam search, one otherwise.
         temperature, top_k, top_p, seed: sampling (``top_k=0`` and ``top_p=1`` disable).
@@ -44,7 +49,7 @@ class DecodingConfig:
     min_length: int = 0
     num_beams: int = 4
     length_penalty: float = 1.0
-    early_stopping: bool = True
+    early_stopping: bool | None = None
     num_return_sequences: int | None = None
     temperature: float = 1.0
     top_k: int = 0
@@ -65,11 +70,15 @@ class DecodingConfig:
             raise UserError(f"unknown decoding option(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **options)
 
-    def resolved(self, positions_left: int, default_length: int) -> DecodingConfig:
-        """Checked, with ``max_length`` and ``num_return_sequences`` filled in.
+    def resolved(
+        self, positions_left: int, default_length: int, default_early_stopping: bool = True
+    ) -> DecodingConfig:
+        """Checked, with ``max_length``, ``early_stopping`` and ``num_return_sequences``
+        filled in.
 
         ``positions_left`` is how many tokens the model can still generate after its start
-        tokens and the prompt; ``default_length`` is the model's usual caption length.
+        tokens and the prompt; ``default_length`` and ``default_early_stopping`` are the
+        model's own defaults.
         """
         if self.strategy not in STRATEGIES:
             raise UserError(
@@ -104,7 +113,10 @@ class DecodingConfig:
             raise UserError("num_return_sequences cannot exceed num_beams")
         if self.strategy == "greedy" and n_return > 1:
             raise UserError("greedy decoding returns one sequence per image; use beam or sample")
-        return dataclasses.replace(self, max_length=max_length, num_return_sequences=n_return)
+        early = default_early_stopping if self.early_stopping is None else self.early_stopping
+        return dataclasses.replace(
+            self, max_length=max_length, num_return_sequences=n_return, early_stopping=early
+        )
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The search loops: greedy and sampling over independent rows, and beam search.
 
-Both drive one compiled step (:mod:`.step`): the rows of all images are one batch; the
-image memory (cross-attention keys/values, or an image prefix's) is computed once per image
-and repeated for its rows; the self-attention keys/values live in preallocated buffers, so
-after the first step (the start tokens and prompt) every step has the same shapes.
+Both drive one compiled step (:mod:`.step`): the rows of all images are one batch, grouped
+by image; the image memory (cross-attention keys/values, or an image prefix's) is computed
+once per image and serves all its rows; the self-attention keys/values live in preallocated
+buffers, so after the first step (the start tokens and prompt) every step has the same shapes.
 
 Greedy and sampling keep the chosen tokens on the device and feed them straight into the
 next step; the host reads step ``t`` while the device already runs step ``t + 1``
@@ -20,7 +20,6 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_map
 
 from mlx_caption.generate import beams
 from mlx_caption.generate.config import DecodingConfig
@@ -58,13 +57,6 @@ class DecodingRun:
 
     def bias_at(self, t: int) -> mx.array:
         return self.no_end_bias if t < self.cfg.min_length else self.bias
-
-
-def repeat_rows(memory: Any, repeats: int) -> Any:
-    """Each image's memory repeated for its ``repeats`` rows (every leaf on axis 0)."""
-    if repeats == 1:
-        return memory
-    return tree_map(lambda a: mx.repeat(a, repeats, axis=0), memory)
 
 
 def decode_rows(run: DecodingRun, memory: Any) -> tuple[np.ndarray, ...]:
@@ -173,12 +165,12 @@ def beam_search(run: DecodingRun, memory: Any, images: int) -> list[list[beams.H
             attn_hist[:, t] = np.array(out["attention"])
 
         def finish(
-            row: int, score: float, norm: float, t=t, history=history, attn=attn_hist
+            row: int, token: int, score: float, norm: float, t=t, history=history, attn=attn_hist
         ) -> beams.Hypothesis:
             # This step's rows, before the beams move: the hypothesis ends here.
             att = None if attn is None else attn[row, : t + 1].copy()
-            ids = [*history[row, :t].tolist(), run.special.end]
-            return beams.Hypothesis(score / norm, score, ids, True, att)
+            ids = [*history[row, :t].tolist(), token]
+            return beams.Hypothesis(score / norm, score, ids, token == run.special.end, att)
 
         nxt = beams.advance(
             np.array(out["candidates"]),
@@ -192,6 +184,7 @@ def beam_search(run: DecodingRun, memory: Any, images: int) -> list[list[beams.H
             length=t + 1,
             length_penalty=cfg.length_penalty,
             early_stopping=cfg.early_stopping,
+            last=t == max_len - 1,
             finish=finish,
         )
         history = history[nxt.rows]
@@ -199,22 +192,9 @@ def beam_search(run: DecodingRun, memory: Any, images: int) -> list[list[beams.H
         if attn_hist is not None:
             attn_hist = attn_hist[nxt.rows]
         beam_scores = nxt.scores
-        if t == max_len - 1 or done.all():
+        if done.all():
             break
         extra["reorder"] = mx.array(nxt.rows.astype(np.int32))
         tokens = mx.array(nxt.tokens.astype(np.int32))[:, None]
         step = next_step
-
-    # Beams still running at max_length end there, unfinished.
-    norm = float(max_len) ** cfg.length_penalty
-    for b in range(images):
-        if done[b]:
-            continue
-        for i in range(k_beams):
-            score = beam_scores[b, i]
-            if np.isfinite(score):
-                row = b * k_beams + i
-                att = None if attn_hist is None else attn_hist[row, :max_len].copy()
-                hyp = beams.Hypothesis(score / norm, score, history[row].tolist(), False, att)
-                finished[b].add(hyp)
     return [f.items for f in finished]

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
 
@@ -355,3 +356,35 @@ def set_encoder_trainable(encoder: nn.Module, last_n: int | None) -> None:
                 getattr(encoder, name).unfreeze()
     for path in encoder.never_trained:
         freeze_path(encoder, path)
+
+
+class CaptionerParts(nn.Module):
+    """What every captioner (ours and the pretrained families) offers training: its
+    ``encoder`` frozen, fine-tuned whole or in its last blocks, and parameter counts.
+
+    A subclass has an ``encoder`` (an encoder-family-like model: ``layers``,
+    ``after_blocks``, ``never_trained``, ``grad_checkpoint``), a ``decoder`` that speaks the
+    generation engine's protocol, and ``encoder_prefix``, the path its encoder's parameters
+    start with (they train in the optimizer's encoder groups).
+    """
+
+    encoder_prefix = "encoder."
+
+    def freeze_encoder(self) -> None:
+        """No gradients for any encoder parameter (decoder-only training)."""
+        self.encoder.freeze()
+
+    def unfreeze_encoder(self, last_n: int | None = None) -> None:
+        """Train the whole encoder (``last_n=None``) or only its last ``last_n`` blocks (and
+        what follows them); the encoder's heads off the captioning path stay frozen."""
+        set_encoder_trainable(self.encoder, last_n)
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when no encoder parameter is trainable."""
+        return not tree_flatten(self.encoder.trainable_parameters())
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameter count (all, or only the trainable ones)."""
+        tree = self.trainable_parameters() if trainable_only else self.parameters()
+        return sum(v.size for _, v in tree_flatten(tree))

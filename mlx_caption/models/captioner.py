@@ -22,7 +22,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from mlx_caption.data.look import ImageLook
-from mlx_caption.models.base import set_encoder_trainable
+from mlx_caption.models.base import CaptionerParts
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig, TextDecoder
 from mlx_caption.models.layers import gelu_tanh
@@ -84,7 +84,7 @@ class Projector(nn.Module):
         return self.fc2(gelu_tanh(x)) if self.kind == "mlp" else x
 
 
-class Captioner(nn.Module):
+class Captioner(CaptionerParts):
     """Encoder (``.encoder``, any zoo family), ``.projector`` and ``.decoder``.
 
     ``model(image_tokens, tokens)`` gives next-token logits for teacher forcing, with
@@ -120,28 +120,7 @@ class Captioner(nn.Module):
         ``padding_mask`` (B, L) is True for real tokens."""
         return self.decoder(tokens, image_tokens, padding_mask=padding_mask)
 
-    # ----------------------------------------------------------------- training set-up
-
-    def freeze_encoder(self) -> None:
-        """No gradients for any encoder parameter (decoder-only training)."""
-        self.encoder.freeze()
-
-    def unfreeze_encoder(self, last_n: int | None = None) -> None:
-        """Train the whole encoder (``last_n=None``) or only its last ``last_n`` blocks (and
-        what follows them); the encoder's heads off the captioning path stay frozen."""
-        set_encoder_trainable(self.encoder, last_n)
-
     def load_encoder_weights(self, encoder: nn.Module) -> None:
         """Copy a (pretrained) encoder's weights into ``self.encoder``; every name and shape
         must match (a ``ValueError`` otherwise)."""
         self.encoder.load_weights(list(tree_flatten(encoder.parameters())), strict=True)
-
-    @property
-    def encoder_frozen(self) -> bool:
-        """True when no encoder parameter is trainable."""
-        return not tree_flatten(self.encoder.trainable_parameters())
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Parameter count (all, or only the trainable ones)."""
-        tree = self.trainable_parameters() if trainable_only else self.parameters()
-        return sum(v.size for _, v in tree_flatten(tree))

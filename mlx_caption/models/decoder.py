@@ -125,6 +125,7 @@ class TextDecoder(nn.Module):
             self.lm_head = nn.Linear(d, cfg.vocab_size)
 
     special_tokens: SpecialTokens = CAPTION_TOKENS
+    default_early_stopping = True
 
     @property
     def num_heads(self) -> int:

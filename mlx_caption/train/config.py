@@ -59,8 +59,10 @@ class TrainModelConfig:
     decoder: str | dict[str, Any] = "tiny"  # a zoo DECODER_PRESETS name or DecoderConfig fields
     decoder_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {dropout: 0.0}
     projector: str = "linear"
-    # Start from a trained captioner folder (weights and tokenizer; its architecture wins over
-    # encoder/vision/decoder above), e.g. a frozen run's best/ before fine-tuning the encoder.
+    # Start from a captioner (weights and tokenizer; its architecture wins over
+    # encoder/vision/decoder above): a pretrained one (a zoo name such as blip-base, a
+    # converted or Hugging Face folder, a hub id) to fine-tune, or one of ours, e.g. a frozen
+    # run's best/ before fine-tuning the encoder.
     init_from: str | None = None
 
 

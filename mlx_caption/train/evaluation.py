@@ -11,7 +11,7 @@ from mlx_caption.data.synthetic import score_objects
 from mlx_caption.generate import DecodingConfig, decode
 from mlx_caption.metrics import score_captions
 from mlx_caption.models.base import eval_mode
-from mlx_caption.train.step import caption_loss, image_tokens
+from mlx_caption.train.step import caption_loss, image_tokens, shifted
 
 
 def evaluate_captioner(
@@ -46,8 +46,8 @@ def evaluate_captioner(
             rows = [(i, r) for i, rs in enumerate(batch["references"]) for r in rs]
             tokens = mx.array(tokenizer.encode_batch([r for _, r in rows], max_length))
             which = mx.array([i for i, _ in rows])
-            logits = model(grid[which], tokens[:, :-1])
-            targets = tokens[:, 1:]
+            inputs, targets = shifted(tokens)
+            logits = model(grid[which], inputs)
             loss, count, correct = caption_loss(logits, targets, label_smoothing)
             nll, _, _ = caption_loss(logits, targets, 0.0)
             mx.eval(loss, count, correct, nll)

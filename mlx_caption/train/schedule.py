@@ -87,9 +87,13 @@ class WarmupDecay:
 _NO_DECAY_NAMES = ("position_embedding", "class_embedding", "embed_positions", "pos_embed")
 
 
-def group_of(path: str, param: mx.array, decay_all: bool = False) -> str:
-    """Which AdamW group a parameter (dotted path from ``tree_flatten``) belongs to."""
-    encoder = path.startswith("encoder.")
+def group_of(
+    path: str, param: mx.array, decay_all: bool = False, encoder_prefix: str = "encoder."
+) -> str:
+    """Which AdamW group a parameter (dotted path from ``tree_flatten``) belongs to; the
+    model's encoder parameters are those under ``encoder_prefix`` (``vision_model.`` for
+    BLIP: a model's ``encoder_prefix``)."""
+    encoder = path.startswith(encoder_prefix)
     no_decay = not decay_all and (param.ndim < 2 or any(n in path for n in _NO_DECAY_NAMES))
     return ("encoder_" if encoder else "") + ("no_decay" if no_decay else "decay")
 
@@ -110,9 +114,10 @@ def _make_optimizer(cfg: TrainOptimConfig, lr: Schedule, weight_decay: float) ->
 
 
 def build_optimizer(
-    cfg: TrainOptimConfig, total_steps: int
+    cfg: TrainOptimConfig, total_steps: int, encoder_prefix: str = "encoder."
 ) -> tuple[optim.MultiOptimizer, dict[str, Schedule]]:
-    """AdamW groups (see :data:`GROUPS`) with their schedules, over the trainable parameters.
+    """AdamW groups (see :data:`GROUPS`) with their schedules, over the trainable parameters
+    (the encoder's are those under ``encoder_prefix``).
 
     Returns the optimizer and the schedule of each group (for logging the current lr).
     """
@@ -132,7 +137,7 @@ def build_optimizer(
     decay_all = cfg.decay_all
 
     def predicate(group: str) -> Callable[[str, mx.array], bool]:
-        return lambda path, p: group_of(path, p, decay_all) == group
+        return lambda path, p: group_of(path, p, decay_all, encoder_prefix) == group
 
     filters = [predicate(g) for g in GROUPS[:-1]]
     return optim.MultiOptimizer(optimizers, filters), schedules
@@ -144,5 +149,5 @@ def group_sizes(model: nn.Module, decay_all: bool = False) -> dict[str, int]:
 
     sizes = dict.fromkeys(GROUPS, 0)
     for path, p in tree_flatten(model.trainable_parameters()):
-        sizes[group_of(path, p, decay_all)] += p.size
+        sizes[group_of(path, p, decay_all, model.encoder_prefix)] += p.size
     return sizes

@@ -20,7 +20,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
 from mlx_caption import backend
-from mlx_caption.tokens import PAD
+from mlx_caption.tokens import NO_TOKEN
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World
 
@@ -30,15 +30,28 @@ from mlx_caption.train.distributed import World
 def caption_loss(
     logits: mx.array, targets: mx.array, label_smoothing: float = 0.0
 ) -> tuple[mx.array, mx.array, mx.array]:
-    """Summed cross-entropy over non-pad targets, the number of those, and how many are right.
+    """Summed cross-entropy over the real targets (not :data:`~mlx_caption.tokens.NO_TOKEN`
+    padding), the number of those, and how many are right.
 
     ``logits`` (B, L, V), ``targets`` (B, L) int. Returns sums (not means) so that ranks and
     batches can be combined exactly: mean loss = sum / count, token accuracy = correct / count.
     """
-    mask = (targets != PAD).astype(mx.float32)
+    real = targets != NO_TOKEN
+    mask = real.astype(mx.float32)
+    targets = mx.where(real, targets, 0)  # any id: masked out below
     ce = nn.losses.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     correct = (mx.argmax(logits, axis=-1) == targets).astype(mx.float32) * mask
     return (ce * mask).sum(), mask.sum(), correct.sum()
+
+
+def shifted(tokens: mx.array) -> tuple[mx.array, mx.array]:
+    """Teacher forcing's inputs ``tokens[:, :-1]`` and targets ``tokens[:, 1:]``.
+
+    Padding (``NO_TOKEN``) must still be some id in the inputs: a padded position comes after
+    every real one, so under causal attention it changes nothing the loss counts.
+    """
+    inputs = tokens[:, :-1]
+    return mx.where(inputs == NO_TOKEN, 0, inputs), tokens[:, 1:]
 
 
 def image_tokens(model: nn.Module, images: mx.array, from_features: bool) -> mx.array:
@@ -63,7 +76,8 @@ def teacher_forced(
     grid = image_tokens(model, images, from_features)
     if captions_per_image > 1:
         grid = mx.repeat(grid, captions_per_image, axis=0)
-    return model(grid, tokens[:, :-1]), tokens[:, 1:]
+    inputs, targets = shifted(tokens)
+    return model(grid, inputs), targets
 
 
 # ----------------------------------------------------------------------------- step
@@ -128,7 +142,7 @@ class TrainStep:
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
         def global_count(tokens: mx.array) -> mx.array:
-            count = (tokens[:, 1:] != PAD).sum().astype(mx.float32)
+            count = (tokens[:, 1:] != NO_TOKEN).sum().astype(mx.float32)
             return mx.maximum(self._all_sum(count), 1.0)
 
         def chunk_grads(images: mx.array, tokens: mx.array, n_global: mx.array):

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -37,10 +38,10 @@ from tqdm import tqdm
 
 from mlx_caption.errors import UserError
 from mlx_caption.loading import at_image_size, load_captioner, load_encoder
+from mlx_caption.models.base import CaptionerParts
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.decoder import DECODER_PRESETS, DecoderConfig
 from mlx_caption.models.registry import encoder_config_from_dict
-from mlx_caption.tokenizer import CaptionTokenizer
 from mlx_caption.train.checkpoint import (
     NonFiniteWeights,
     TrainState,
@@ -92,8 +93,8 @@ class TrainResult:
 class TrainParts:
     """What a run trains with, built from a recipe by :func:`build_parts`."""
 
-    model: Captioner
-    tokenizer: CaptionTokenizer
+    model: CaptionerParts  # ours, or a pretrained family's (fine-tuning)
+    tokenizer: Any
     optimizer: optim.Optimizer
     schedules: dict[str, Schedule]
     step: TrainStep
@@ -127,7 +128,7 @@ def build_parts(
         tokenizer = data.tokenizer or data.make_tokenizer()
         model = build_captioner(cfg, tokenizer.vocab_size)
     agree(tokenizer.vocab_size, world, "the tokenizer's vocabulary size")
-    positions = model.config.decoder.max_length
+    positions = model.decoder.max_positions
     if cfg.data.max_length - 1 > positions:
         raise UserError(
             f"data.max_length {cfg.data.max_length} needs {cfg.data.max_length - 1} decoder "
@@ -142,7 +143,7 @@ def build_parts(
         total_steps = cfg.epochs * data.steps_per_epoch
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-    optimizer, schedules = build_optimizer(cfg.optim, total_steps)
+    optimizer, schedules = build_optimizer(cfg.optim, total_steps, model.encoder_prefix)
     optimizer.init(model.trainable_parameters())
     if resume:
         # Before the step is built: the compiled step captures the optimizer's state.
@@ -261,7 +262,8 @@ class Trainer:
         out = Path(out_dir)
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            if cfg.model.encoder == "scratch" and cfg.model.encoder_mode == "frozen":
+            scratch = cfg.model.encoder == "scratch" and not cfg.model.init_from
+            if scratch and cfg.model.encoder_mode == "frozen":
                 # Legitimate as a random-features baseline (and for tests), rarely wanted.
                 (log or _stderr)(
                     "warning: a frozen scratch encoder is random: its features carry little"
@@ -468,10 +470,11 @@ class Trainer:
     def _summary(self) -> str:
         cfg = self.cfg
         sizes = group_sizes(self.model, cfg.optim.decay_all)
+        start = f"from {cfg.model.init_from}" if cfg.model.init_from else cfg.model.encoder
         total = sum(p.size for _, p in tree_flatten(self.model.parameters()))
         return (
             f"training {total / 1e6:.2f}M parameters ({sum(sizes.values()) / 1e6:.2f}M trainable, "
-            f"encoder {cfg.model.encoder} {cfg.model.encoder_mode}); "
+            f"{start}, encoder {cfg.model.encoder_mode}); "
             f"{self.data.describe_train_images()}, {self.steps_per_epoch} steps/epoch, "
             f"{self.state.total_steps} steps, batch {cfg.batch_size} rows"
             + (f" on {self.world.size} processes" if self.world.distributed else "")

@@ -18,9 +18,9 @@ import mlx.nn as nn
 from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state, tower_keys
 from mlx_caption.models.clip.config import CLIPVisionConfig
 from mlx_caption.models.layers import (
-    MLP,
     STEMS,
     MultiHeadAttention,
+    PreNormBlock,
     resize_positions,
     sincos_position_embedding,
 )
@@ -50,20 +50,14 @@ class VisionEmbeddings(nn.Module):
         return mx.concatenate([cls, patches], axis=1) + positions
 
 
-class EncoderLayer(nn.Module):
-    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+class EncoderLayer(PreNormBlock):
+    """Pre-LN block with CLIP's attention (separate q/k/v/out projections, a key bias)."""
 
     def __init__(self, cfg: CLIPVisionConfig):
-        super().__init__()
-        d = cfg.hidden_size
-        self.self_attn = MultiHeadAttention(d, cfg.num_attention_heads, key_bias=True)
-        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
-        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
+        attention = MultiHeadAttention(cfg.hidden_size, cfg.num_attention_heads, key_bias=True)
+        super().__init__(
+            attention, cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, cfg.layer_norm_eps
+        )
 
 
 class Encoder(nn.Module):

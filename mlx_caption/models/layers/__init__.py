@@ -1,10 +1,12 @@
-"""Layers every model family shares: attention and its KV cache, the MLP, activations, patch
-stems and position embeddings. A family folder builds its modules from these."""
+"""Layers every model family shares: attention and its KV cache, the MLP, the pre-LN block,
+activations, patch stems and position embeddings. A family folder builds its modules from
+these."""
 
 from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
 from mlx_caption.models.layers.attention import (
     KVCache,
     MultiHeadAttention,
+    attend,
     attention_weights,
     causal_mask,
     combine_masks,
@@ -13,6 +15,7 @@ from mlx_caption.models.layers.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.blocks import PreNormBlock
 from mlx_caption.models.layers.mlp import MLP, activation
 from mlx_caption.models.layers.positions import (
     bicubic_matrix,
@@ -31,6 +34,8 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "PatchEmbedding",
+    "PreNormBlock",
+    "attend",
     "attention_weights",
     "bicubic_matrix",
     "causal_mask",

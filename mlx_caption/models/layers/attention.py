@@ -202,17 +202,14 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dims, dims, bias=bias)
         self.out_proj = nn.Linear(dims, dims, bias=bias)
 
-    def _split_heads(self, x: mx.array) -> mx.array:
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-
     def project_kv(self, source: mx.array) -> tuple[mx.array, mx.array]:
         """Keys and values ``(B, H, S, hd)`` of a ``(B, S, kv_dims)`` source.
 
         Cross-attention calls this once per image and passes the result as ``kv`` at every
         decoding step.
         """
-        return self._split_heads(self.k_proj(source)), self._split_heads(self.v_proj(source))
+        k, v = self.k_proj(source), self.v_proj(source)
+        return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
 
     def __call__(
         self,
@@ -239,8 +236,7 @@ class MultiHeadAttention(nn.Module):
         Returns:
             ``(B, L, dims)``, or ``(output, weights)`` with ``return_weights``.
         """
-        b, n, _ = x.shape
-        q = self._split_heads(self.q_proj(x))
+        q = split_heads(self.q_proj(x), self.num_heads)
         if kv is not None:
             k, v = kv
         else:
@@ -248,12 +244,44 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update_and_fetch(k, v)
 
-        if return_weights:
-            if isinstance(mask, str):
-                mask = causal_mask(n, k.shape[2])
-            weights = attention_weights(q, k, self.scale, mask)
-            out = weights @ v
-        else:
-            out = scaled_dot_product_attention(q, k, v, self.scale, mask)
-        out = self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, n, -1))
+        out, weights = attend(q, k, v, self.scale, mask, return_weights)
+        out = self.out_proj(merge_heads(out))
         return (out, weights) if return_weights else out
+
+
+def attend(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    scale: float,
+    mask: mx.array | str | None = None,
+    return_weights: bool = False,
+) -> tuple[mx.array, mx.array | None]:
+    """Attention of ``(B, H, L, hd)`` queries over keys/values, per head ``(B, H, L, hd)``,
+    and, with ``return_weights``, the weights ``(B, H, L, L_key)`` (computed explicitly).
+
+    Keys and values may have fewer rows than the queries, ``B / g`` (cross-attention to one
+    image for its ``g`` beams or samples, rows grouped by image): the ``g`` rows' queries then
+    attend as one ``g * L``-long query, so each image's keys and values are read once, not
+    once per row, and never copied per row.
+    """
+    groups = q.shape[0] // k.shape[0]
+    if groups > 1:
+        if mask is not None:
+            raise ValueError("grouped queries take no mask (cross-attention has none)")
+        b, h, n, d = k.shape[0], q.shape[1], q.shape[2], q.shape[3]
+        q = q.reshape(b, groups, h, n, d).transpose(0, 2, 1, 3, 4).reshape(b, h, groups * n, d)
+        out, weights = attend(q, k, v, scale, None, return_weights)
+
+        def ungroup(x: mx.array) -> mx.array:
+            last = x.shape[-1]
+            x = x.reshape(b, h, groups, n, last).transpose(0, 2, 1, 3, 4)
+            return x.reshape(b * groups, h, n, last)
+
+        return ungroup(out), None if weights is None else ungroup(weights)
+    if not return_weights:
+        return scaled_dot_product_attention(q, k, v, scale, mask), None
+    if isinstance(mask, str):
+        mask = causal_mask(q.shape[2], k.shape[2])
+    weights = attention_weights(q, k, scale, mask)
+    return weights @ v, weights

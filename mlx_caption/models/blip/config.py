@@ -1,0 +1,148 @@
+"""BLIP captioning configuration (``BlipForConditionalGeneration``), with Hugging Face's
+``BlipVisionConfig`` and ``BlipTextConfig`` field names and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
+from mlx_caption.models.base import EncoderConfig
+
+MODEL_TYPE = "blip"
+ARCHITECTURE = "BlipForConditionalGeneration"
+# transformers' GenerationConfig default (max_length=20) counts the start token; ours counts
+# generated tokens only, so a caption gets the same 19 by default.
+DEFAULT_MAX_NEW_TOKENS = 19
+
+
+def blip_preprocess(image_size: int) -> PreprocessConfig:
+    """BLIP's processor: the whole image squashed to ``image_size`` (bicubic), CLIP mean/std."""
+    return PreprocessConfig(
+        resize_shortest_edge=image_size,
+        crop_size=image_size,
+        do_center_crop=False,
+        resize_mode="exact",
+    )
+
+
+def _fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class BlipVisionConfig(EncoderConfig):
+    """BLIP's ViT (defaults: transformers' ``BlipVisionConfig``, blip-image-captioning-base's;
+    the preprocessing defaults to BLIP's processor)."""
+
+    MODEL_TYPE = "blip_vision_model"
+
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    image_size: int = 384
+
+    def default_preprocess(self) -> PreprocessConfig:
+        return blip_preprocess(self.image_size)
+
+
+@dataclass
+class BlipTextConfig:
+    """BLIP's BERT decoder (defaults: transformers' ``BlipTextConfig``) and its special ids."""
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    encoder_hidden_size: int = 768  # the vision width cross-attention reads
+    hidden_dropout_prob: float = 0.0
+    # Tokens and positions.
+    vocab_size: int = 30524
+    max_position_embeddings: int = 512
+    bos_token_id: int = 30522  # [DEC]: replaces [CLS] as the first token of every caption
+    sep_token_id: int = 102  # [SEP]: ends a caption (transformers passes it as eos_token_id)
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlipTextConfig:
+        return cls(**_fields(cls, data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BlipConfig:
+    """A BLIP captioner: vision tower, text decoder, preprocessing and generation defaults."""
+
+    vision: BlipVisionConfig = field(default_factory=BlipVisionConfig)
+    text: BlipTextConfig = field(default_factory=BlipTextConfig)
+    # generate()'s defaults: transformers' (or the checkpoint's generation_config.json).
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    early_stopping: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlipConfig:
+        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
+        return cls(
+            vision=BlipVisionConfig.from_dict(data.get("vision", {})),
+            text=BlipTextConfig.from_dict(data.get("text", {})),
+            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            early_stopping=bool(data.get("early_stopping", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": MODEL_TYPE,
+            "architecture": ARCHITECTURE,
+            "vision": self.vision.to_dict(),
+            "text": self.text.to_dict(),
+            "max_new_tokens": self.max_new_tokens,
+            "early_stopping": self.early_stopping,
+        }
+
+    @classmethod
+    def from_hf(
+        cls,
+        config: dict,
+        preprocessor: dict | None = None,
+        generation: dict | None = None,
+        weight_names: Collection[str] = (),
+    ) -> BlipConfig:
+        """From a Hugging Face ``config.json`` (``BlipConfig``), ``preprocessor_config.json``
+        and ``generation_config.json`` dicts; what they leave out takes transformers' defaults.
+
+        Only the captioning architecture is read: a BLIP checkpoint for question answering or
+        retrieval (same ``model_type``) is refused.
+        """
+        if config.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"not a BLIP checkpoint: model_type={config.get('model_type')!r}")
+        architectures = config.get("architectures") or [ARCHITECTURE]
+        if ARCHITECTURE not in architectures:
+            raise ValueError(
+                f"BLIP checkpoint of architecture {architectures}: only {ARCHITECTURE} "
+                "(image captioning) is supported"
+            )
+        vision = BlipVisionConfig.from_dict(config.get("vision_config") or {})
+        text = BlipTextConfig.from_dict(config.get("text_config") or {})
+        # BlipConfig.__post_init__ does the same: the decoder reads the vision width.
+        text.encoder_hidden_size = vision.hidden_size
+        if not config.get("tie_word_embeddings", True):
+            raise ValueError("BLIP with untied output embeddings is not supported")
+        vision.preprocess = preprocess_config_from_hf(
+            preprocessor or {}, blip_preprocess(vision.image_size)
+        )
+        generation = generation or {}
+        max_new = DEFAULT_MAX_NEW_TOKENS
+        if generation.get("max_new_tokens"):
+            max_new = int(generation["max_new_tokens"])
+        elif generation.get("max_length"):
+            max_new = int(generation["max_length"]) - 1  # transformers counts [DEC]
+        # transformers' "never" (a heuristic on the longest possible caption) reads as False.
+        early = generation.get("early_stopping", False) is True
+        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
