@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -23,22 +23,27 @@ from mlx_caption import backend
 from mlx_caption.tokens import PAD
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World
+from mlx_caption.train.loss import cross_entropy
 
 # ----------------------------------------------------------------------------- loss
 
 
 def caption_loss(
-    logits: mx.array, targets: mx.array, label_smoothing: float = 0.0
+    logits: mx.array,
+    targets: mx.array,
+    label_smoothing: float = 0.0,
+    streams: Sequence[mx.Stream] = (),
 ) -> tuple[mx.array, mx.array, mx.array]:
     """Summed cross-entropy over non-pad targets, the number of those, and how many are right.
 
     ``logits`` (B, L, V), ``targets`` (B, L) int. Returns sums (not means) so that ranks and
     batches can be combined exactly: mean loss = sum / count, token accuracy = correct / count.
+    The loss is :func:`~mlx_caption.train.loss.cross_entropy` (its rows split over
+    ``streams`` when given).
     """
     mask = (targets != PAD).astype(mx.float32)
-    ce = nn.losses.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    correct = (mx.argmax(logits, axis=-1) == targets).astype(mx.float32) * mask
-    return (ce * mask).sum(), mask.sum(), correct.sum()
+    ce, correct = cross_entropy(logits, targets, label_smoothing, streams=streams)
+    return (ce * mask).sum(), mask.sum(), (correct * mask).sum()
 
 
 def image_tokens(model: nn.Module, images: mx.array, from_features: bool) -> mx.array:
