@@ -35,6 +35,8 @@ from mlx_caption import backend
 from mlx_caption.bench.timing import measure_interleaved, ratio
 from mlx_caption.models.clip import CLIPVisionConfig
 
+VIT_B32 = "clip-vit-base-patch32"
+
 
 def _compare(
     name: str,
@@ -368,14 +370,14 @@ def checkpoint_memory_row(model: Any, batch: int) -> dict:
 
 def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
     """All experiments on ViT-B/32 and B/16 shapes (or tiny ones for tests)."""
-    from mlx_caption.bench.encoder import SHAPES, TINY, build_pair
+    from mlx_caption.bench.encoder import TINY, build_pair, encoder_config
     from mlx_caption.bench.models import TINY_DECODER, build_captioner
 
     reps = 3 if (quick or tiny) else 9
     if tiny:
         b32, b16, cfg, decoder, batch = (2, 17), (2, 17), TINY, TINY_DECODER, 2
     else:
-        b32, b16, cfg, decoder, batch = (32, 50), (8, 197), SHAPES["ViT-B/32"], "tiny", 16
+        b32, b16, cfg, decoder, batch = (32, 50), (8, 197), encoder_config(VIT_B32), "tiny", 16
     rows = softmax_rows(*b32, repeats=reps) + softmax_rows(*b16, repeats=reps)
     rows.append(activation_row(b32[0] * b32[1], cfg.intermediate_size, reps))
     rows.append(quick_gelu_vjp_row(b32[0] * b32[1], cfg.intermediate_size, max(2, reps // 2)))
