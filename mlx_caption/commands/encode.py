@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import mlx.core as mx
     import numpy as np
 
+    from mlx_caption import backend
     from mlx_caption.commands import print_json
     from mlx_caption.data.preprocess import load_image, preprocess_image
     from mlx_caption.errors import UserError
@@ -45,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
         batch = np.stack([preprocess_image(load_image(p), cfg) for p in paths])
-        result = model(mx.array(batch))
-        hidden.append(result.last_hidden_state.astype(mx.float32))
-        pooled.append(result.pooler_output.astype(mx.float32))
+        grid, pool = backend.split_eval(_outputs(model), mx.array(batch))
+        hidden.append(grid.astype(mx.float32))
+        pooled.append(pool.astype(mx.float32))
         mx.eval(hidden[-1], pooled[-1])
     arrays = {
         "last_hidden_state": mx.concatenate(hidden),
@@ -71,3 +72,11 @@ def run(args: argparse.Namespace) -> int:
             f"pooler_output {summary['pooler_output']}"
         )
     return 0
+
+
+def _outputs(model):
+    def both(pixels):
+        out = model(pixels)
+        return out.last_hidden_state, out.pooler_output
+
+    return both
