@@ -141,11 +141,12 @@ def caption_loss(
     return (ce * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def build(mlx_model: Any, encoder: nn.Module | None = None) -> Captioner:
-    """The twin of an MLX ``Captioner`` with its weights (and ``encoder``, already loaded)."""
+def build(mlx_model: Any, encoder: nn.Module | None = None, device: str = "cpu") -> Captioner:
+    """The twin of an MLX ``Captioner`` with its weights (and ``encoder``, already loaded), on
+    ``device``."""
     twin = Captioner(mlx_model.config, encoder)
     load_mlx_weights(twin, mlx_model)
-    return twin
+    return twin.to(device)
 
 
 def load_mlx_weights(twin: Captioner, mlx_model: Any) -> None:
@@ -193,10 +194,12 @@ class TrainStep:
     def __call__(
         self, images: np.ndarray | torch.Tensor, tokens: np.ndarray | torch.Tensor
     ) -> float:
+        device = next(self.twin.parameters()).device
         images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
         tokens = (
             torch.as_tensor(np.asarray(tokens)).long() if not torch.is_tensor(tokens) else tokens
         )
+        images, tokens = images.to(device), tokens.to(device)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(images, tokens)
         loss.backward()

@@ -262,3 +262,13 @@ def test_demo_section_trains_a_fixed_number_of_steps(tmp_path):
     )
     # The second seed reuses the first one's generated images.
     assert (tmp_path / "seed1" / "train" / "data").is_symlink()
+
+
+def test_half_precision_section_runs_where_a_gpu_would(monkeypatch):
+    """The GPU path of the half-precision rows, exercised on the CPU (tiny shapes)."""
+    from mlx_caption.bench import encoder
+
+    monkeypatch.setattr(encoder, "half_precision_note", lambda: None)
+    row = encoder.bench_half("tiny", 2, cfg=TINY, timing=timing.TimingOptions(repeats=1))
+    assert row["dtype"] == "float16" and "skipped" not in row
+    assert row["mlx_images_per_s"] > 0 and row["torch_images_per_s"] > 0 and row["ratio"] > 0

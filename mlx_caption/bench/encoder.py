@@ -13,6 +13,7 @@ in the same rounds, giving the fraction of the machine's matmul peak each side r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -226,25 +227,33 @@ def bench_half(
     cfg: Any | None = None,
     timing: TimingOptions = TRAIN_TIMING,
     dtype: str = "float16",
+    bridge: bool = True,
 ) -> dict[str, Any]:
-    """MLX images/s in ``dtype`` against float32 on this device, or a note why it is skipped."""
+    """Images/s in ``dtype`` against float32 on this device, MLX and (with ``bridge``) the
+    torch reference in the same half type, or a note why it is skipped."""
     note = half_precision_note()
     if note:
         return {"model": name, "batch": batch, "dtype": dtype, "skipped": note}
     cfg = cfg or encoder_config(name)
-    model32, _ = build_pair(cfg, timing.seed, bridge=False)
+    model32, enc = build_pair(cfg, timing.seed, bridge=bridge)
     model16, _ = build_pair(cfg, timing.seed, dtype=dtype, bridge=False)
-    x = mx.random.normal((batch, cfg.image_size, cfg.image_size, 3))
-    x16 = x.astype(getattr(mx, dtype))
-    t = measure_interleaved(
-        {
-            "float32": lambda: model32(x).last_hidden_state,
-            dtype: lambda: model16(x16).last_hidden_state,
-        },
-        warmup=timing.warmup,
-        repeats=timing.repeats,
+    pixels = np.random.default_rng(timing.seed).standard_normal(
+        (batch, cfg.image_size, cfg.image_size, 3), np.float32
     )
-    return {
+    half = getattr(mx, dtype)
+    fns = {
+        "float32": lambda: encode(model32, pixels),
+        dtype: lambda: model16(mx.array(pixels).astype(half)).last_hidden_state,
+    }
+    if enc is not None:
+        import torch
+
+        from mlx_caption.bridge import BridgeEncoder
+
+        enc16 = BridgeEncoder(copy.deepcopy(enc.model).to(getattr(torch, dtype)), cfg)
+        fns[f"torch_{dtype}"] = lambda: enc16(pixels)
+    t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
+    out = {
         "model": name,
         "batch": batch,
         "dtype": dtype,
@@ -252,3 +261,7 @@ def bench_half(
         "float32_images_per_s": t["float32"].rate(batch),
         "speedup": ratio(t["float32"].median, t[dtype].median),
     }
+    if enc is not None:
+        out["torch_images_per_s"] = t[f"torch_{dtype}"].rate(batch)
+        out["ratio"] = ratio(t[f"torch_{dtype}"].median, t[dtype].median)
+    return out

@@ -165,8 +165,9 @@ def _encoder_md(enc: dict[str, Any]) -> list[str]:
         note = (
             f"Half precision ({h['dtype']}): {h['skipped']}."
             if "skipped" in h
-            else f"Half precision ({h['dtype']}, {h['model']}, batch {h['batch']}): "
-            f"{_f(h['mlx_images_per_s'])} img/s, {_f(h['speedup'])}x float32."
+            else f"Half precision ({h['dtype']}, {h['model']}, batch {h['batch']}): MLX "
+            f"{_f(h['mlx_images_per_s'])} img/s, {_f(h['speedup'])}x its float32; torch "
+            f"{_f(h.get('torch_images_per_s'))} img/s; MLX / torch {_f(h.get('ratio'))}."
         )
         if note not in notes:
             notes.append(note)

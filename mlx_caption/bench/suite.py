@@ -166,7 +166,7 @@ class _Run:
                 name, batches, cfg=shape_cfg, timing=timing, peak_size=cfg.peak_size,
                 bridge=self.bridge,
             )  # fmt: skip
-            half.append(enc.bench_half(name, max(batches), cfg=shape_cfg))
+            half.append(enc.bench_half(name, max(batches), cfg=shape_cfg, bridge=self.bridge))
         head = _find_row(rows, *cfg.headline)
         ratios = [r["ratio"] for r in rows if "ratio" in r]
         return {

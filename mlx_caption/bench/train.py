@@ -194,6 +194,13 @@ def bench_train(
 # ----------------------------------------------------------------------------- against torch
 
 
+def default_device() -> str:
+    """Where the torch side runs: the device MLX is measured on (see ``bridge``)."""
+    from mlx_caption.bridge import default_device as bridge_device
+
+    return bridge_device()
+
+
 def _twin_module() -> Any:
     module = scripts.load_script("torch_twin")
     if module is None:
@@ -224,14 +231,18 @@ def _race_frozen(
     grids = rng.standard_normal((batch, vision.num_tokens, vision.hidden_size), np.float32)
     tokens = _tokens(vocab, batch, length, rng)
     features, captions = mx.array(grids), mx.array(tokens)
-    t_grids, t_tokens = torch.from_numpy(grids), torch.from_numpy(tokens).long()
+    device = default_device()
+    t_grids = torch.from_numpy(grids).to(device)
+    t_tokens = torch.from_numpy(tokens).long().to(device)
     _release()
     mlx_step = _step(model, from_features=True, compile=True)
-    eager = twin_mod.TrainStep(twin_mod.build(model), label_smoothing=LABEL_SMOOTHING)
+    eager = twin_mod.TrainStep(
+        twin_mod.build(model, device=device), label_smoothing=LABEL_SMOOTHING
+    )
     fns = {"mlx": lambda: mlx_step(features, captions), "torch": lambda: eager(t_grids, t_tokens)}
     if torch_compile:
         compiled = twin_mod.TrainStep(
-            twin_mod.build(model), label_smoothing=LABEL_SMOOTHING, compile=True
+            twin_mod.build(model, device=device), label_smoothing=LABEL_SMOOTHING, compile=True
         )
         fns["torch_compiled"] = lambda: compiled(t_grids, t_tokens)
     t = measure_interleaved(fns, warmup=max(timing.warmup, 1), repeats=timing.repeats)
@@ -294,12 +305,16 @@ def bench_finetune_torch(
     _torch_threads()
     pixels_np, tokens = _batch(model, batch, length, timing.seed)
     pixels = mx.array(pixels_np)
-    t_pixels, t_tokens = torch.from_numpy(pixels_np), torch.from_numpy(np.array(tokens)).long()
+    device = default_device()
+    t_pixels = torch.from_numpy(pixels_np).to(device)
+    t_tokens = torch.from_numpy(np.array(tokens)).long().to(device)
     model.train()
     model.unfreeze_encoder()
     mlx_step = _step(model, from_features=False, compile=True)
     encoder = copy.deepcopy(bridge_model.bridge.model)
-    twin = twin_mod.TrainStep(twin_mod.build(model, encoder), label_smoothing=LABEL_SMOOTHING)
+    twin = twin_mod.TrainStep(
+        twin_mod.build(model, encoder, device=device), label_smoothing=LABEL_SMOOTHING
+    )
     t = measure_interleaved(
         {"mlx": lambda: mlx_step(pixels, tokens), "torch": lambda: twin(t_pixels, t_tokens)},
         warmup=max(timing.warmup, 1),

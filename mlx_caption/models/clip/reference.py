@@ -72,8 +72,10 @@ def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str,
 
 
 def last_hidden_state(model: Any, pixels: np.ndarray) -> Any:
-    """The torch model's token grid for NHWC pixels (no copy: an NCHW view of the buffer)."""
+    """The torch model's token grid for NHWC pixels (an NCHW view of the buffer, moved to the
+    model's device and dtype)."""
     x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
+    x = x.to(model.device, model.dtype)
     with torch.inference_mode():
         return model(pixel_values=x).last_hidden_state
 
