@@ -242,6 +242,14 @@ def test_ops_experiments_tiny(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = [row["experiment"] for row in res["experiments"]]
     assert {"softmax", "attention core", "quick_gelu", "patch embedding"} <= set(names)
+    assert {"kernel boundary", "cross-entropy value and gradient", "attention chunks"} <= set(names)
+    for row in res["experiments"]:
+        if row["experiment"] in (
+            "kernel boundary",
+            "cross-entropy value and gradient",
+            "attention chunks",
+        ):
+            assert row["max_abs_diff"] < 1e-4, row
     soft = next(r for r in res["experiments"] if r["experiment"] == "softmax")
     assert soft["max_abs_diff"] < 1e-5 and set(soft["ms"]) == {"mx.softmax", "fast_softmax"}
     conv = next(r for r in res["experiments"] if r["experiment"] == "conv stem gradient")
