@@ -117,6 +117,12 @@ class TrainStep:
         world = self.world
         # Optimizer state must exist before compiling: the compiled function captures it.
         optimizer.init(model.trainable_parameters())
+        split = cpu_streams > 1 and not backend.on_gpu()
+        # A step on one stream still spreads the loss over the vocabulary (its largest
+        # element-wise work) over the CPU's cores; a split step already has a core per chunk.
+        loss_streams = (
+            () if split or backend.on_gpu() else backend.cpu_streams(backend.default_parts())
+        )
 
         def loss_fn(model, images, tokens, n_global):
             logits, targets = teacher_forced(
@@ -126,7 +132,7 @@ class TrainStep:
                 from_features=from_features,
                 captions_per_image=captions_per_image,
             )
-            total, count, correct = caption_loss(logits, targets, label_smoothing)
+            total, count, correct = caption_loss(logits, targets, label_smoothing, loss_streams)
             # x size: average_gradients divides by size; the result is the global mean's grad.
             return total / n_global * world.size, (total, correct)
 
@@ -162,7 +168,7 @@ class TrainStep:
 
         self.state = [model.state, optimizer.state, mx.random.state]
         maybe_compile = (lambda f, **kw: mx.compile(f, **kw)) if compile else (lambda f, **kw: f)
-        self.cpu_streams = cpu_streams if cpu_streams > 1 and not backend.on_gpu() else 1
+        self.cpu_streams = cpu_streams if split else 1
         if self.cpu_streams == 1:
             self._step: Callable = maybe_compile(step, inputs=self.state, outputs=self.state)
             return
