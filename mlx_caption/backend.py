@@ -24,7 +24,9 @@ import sys
 import sysconfig
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 ENV_VAR = "MLX_CAPTION_BLAS"
 
@@ -181,6 +183,58 @@ def blas_threads(n: int):
         yield
     finally:
         put(before)
+
+
+_STREAMS: list = []
+
+
+def cpu_streams(count: int) -> list:
+    """``count`` CPU streams (the default one first), created once and reused."""
+    import mlx.core as mx
+
+    if not _STREAMS:
+        _STREAMS.append(mx.default_stream(mx.cpu))
+    while len(_STREAMS) < count:
+        _STREAMS.append(mx.new_stream(mx.cpu))
+    return _STREAMS[:count]
+
+
+def default_parts() -> int:
+    """How many CPU streams :func:`split_eval` uses by default: one per core, at most two."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def split_eval(fn: Callable[..., Any], *batched: Any, parts: int | None = None) -> Any:
+    """``fn(*batched)`` evaluated, with the batch (axis 0 of every input) split over CPU streams.
+
+    MLX runs each CPU op on one thread (only its matmuls use the BLAS's threads), so on a
+    multi-core CPU an encoder forward leaves cores idle through layer norms, activations and
+    the attention core. Here each of ``parts`` row chunks runs on its own CPU stream, all of
+    them at once, with the BLAS's threads shared out between the streams (one each on two
+    cores): every op then has a core. The outputs (an array or a tuple/list/dict of arrays)
+    are concatenated back along axis 0. For inference: the result is evaluated here, and
+    nothing may differentiate through it. On a GPU, or with one part, it is ``fn`` evaluated.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    parts = default_parts() if parts is None else parts
+    rows = batched[0].shape[0]
+    if parts <= 1 or rows < 2 or on_gpu():
+        out = fn(*batched)
+        mx.eval(out)
+        return out
+    parts = min(parts, rows)
+    edges = [rows * i // parts for i in range(parts + 1)]
+    outs = []
+    with blas_threads(max(1, (os.cpu_count() or parts) // parts)):
+        for start, stop, stream in zip(edges, edges[1:], cpu_streams(parts), strict=False):
+            with mx.stream(stream):
+                outs.append(fn(*(x[start:stop] for x in batched)))
+        mx.eval(outs)
+    out = tree_map(lambda *chunks: mx.concatenate(chunks, axis=0), *outs)
+    mx.eval(out)
+    return out
 
 
 def blas_in_use() -> list[str]:

@@ -72,13 +72,18 @@ class BridgeEncoder:
         config: its MLX encoder config (the family is found from it).
         threads: torch intra-op threads; default ``os.cpu_count()``. Note that this sets
             torch's process-wide thread count.
+        device: where torch runs; default CUDA when MLX runs on a GPU and torch has CUDA,
+            else the CPU (the bridge runs on the device MLX is measured on).
     """
 
-    def __init__(self, model: Any, config: Any, threads: int | None = None):
+    def __init__(
+        self, model: Any, config: Any, threads: int | None = None, device: str | None = None
+    ):
         import torch
 
         self.torch = torch
-        self.model = model.eval()
+        self.device = device or default_device()
+        self.model = model.eval().to(self.device)
         self.config = config
         self.reference = reference(family_of(config))
         self.threads = threads or os.cpu_count() or 1
@@ -103,13 +108,13 @@ class BridgeEncoder:
         bridge = cls.from_config(encoder.config, threads=threads)
         weights = {k: np.array(v) for k, v in tree_flatten(encoder.parameters())}
         hf = bridge.reference.to_hf_state(weights, list(bridge.model.state_dict()))
-        state = {k: bridge.torch.from_numpy(v) for k, v in hf.items()}
+        state = {k: bridge.torch.from_numpy(v).to(bridge.device) for k, v in hf.items()}
         bridge.model.load_state_dict(state, strict=False)  # only non-weight buffers are left
         return bridge
 
     def state_dict_numpy(self) -> dict[str, np.ndarray]:
         """The torch weights as numpy arrays (Hugging Face names)."""
-        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().float().cpu().numpy() for k, v in self.model.state_dict().items()}
 
     def to_mlx(self) -> Any:
         """The MLX encoder with this model's weights, through the family's ``sanitize``."""
@@ -136,7 +141,14 @@ class BridgeEncoder:
         """Image tokens ``(B, T, D)`` as an ``mx.array`` (torch -> numpy -> MLX copy)."""
         if isinstance(pixels, mx.array):
             pixels = np.asarray(pixels)
-        return mx.array(self.torch_forward(pixels).numpy())
+        return mx.array(self.torch_forward(pixels).float().cpu().numpy())
+
+
+def default_device() -> str:
+    """``"cuda"`` when MLX runs on a GPU and torch sees CUDA, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if backend.on_gpu() and torch.cuda.is_available() else "cpu"
 
 
 class BridgeCaptioner:

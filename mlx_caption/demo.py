@@ -177,39 +177,51 @@ def run_demo(
     quick: bool = False,
     progress: bool = True,
     log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    *,
+    steps: int | None = None,
+    test_images: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out_dir``; returns the summary (also ``OUT/demo.json``)."""
+    """Run the whole demo into ``out_dir``; returns the summary (also ``OUT/demo.json``).
+
+    ``steps`` trains exactly that many steps with no time budget (to compare recipes at a
+    fixed step count, as ``bench`` does); ``test_images`` overrides how many test images are
+    captioned and scored; ``overrides`` are dotted recipe keys (``{"seed": 1}``).
+    """
     started = time.perf_counter()
     budget = BUDGETS["quick" if quick else "full"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_dir = out / "train"
 
-    cfg = demo_config(quick)
+    cfg = demo_config(quick, **(overrides or {}))
     # The training data writes the synthetic set into OUT/train/data (once; the Trainer below
     # finds it there); its tokenizer gives the vocabulary size for the timing run.
     data = TrainData.build(cfg, train_dir, init_world())
     data.make_tokenizer()
-    timed = measure_step_rate(cfg, data)
-    rate = RATE_MARGIN * timed
 
     def training_minutes_left() -> float:  # until the hard stop
         elapsed = (time.perf_counter() - started) / 60
         return max(0.5, budget["minutes"] - budget["after_minutes"] - elapsed)
 
-    train_minutes = max(0.5, training_minutes_left() - TRAINER_OVERHEAD_MINUTES)
-    steps = int(min(MAX_STEPS, max(MIN_STEPS, rate * train_minutes * 60)))
-    log(
-        f"demo: {timed:.2f} steps/s timed here, planning at {rate:.2f} -> {steps} steps "
-        f"in about {train_minutes:.1f} min of training"
-    )
+    planned = steps
+    if planned is None:
+        timed = measure_step_rate(cfg, data)
+        rate = RATE_MARGIN * timed
+        train_minutes = max(0.5, training_minutes_left() - TRAINER_OVERHEAD_MINUTES)
+        planned = int(min(MAX_STEPS, max(MIN_STEPS, rate * train_minutes * 60)))
+        log(
+            f"demo: {timed:.2f} steps/s timed here, planning at {rate:.2f} -> {planned} steps "
+            f"in about {train_minutes:.1f} min of training"
+        )
 
-    cfg.max_steps = steps
-    cfg.eval.every_steps = steps  # one validation pass, at the end
+    cfg.max_steps = planned
+    cfg.eval.every_steps = planned  # one validation pass, at the end
     trainer = Trainer.from_recipe(cfg, train_dir, progress=progress, log=log)
-    # The hard stop, counted from fit() (the trainer reads it there): whatever the plan,
-    # after_minutes are left for captioning and scoring.
-    cfg.max_minutes = training_minutes_left()
+    if steps is None:
+        # The hard stop, counted from fit() (the trainer reads it there): whatever the plan,
+        # after_minutes are left for captioning and scoring.
+        cfg.max_minutes = training_minutes_left()
     result = trainer.fit()
     if result.status == "time_limit":
         log(f"demo: training ran slower than timed: {result.message}")
@@ -225,7 +237,7 @@ def run_demo(
     dataset_json = data_root / DATASET_FILE
     test_records = [
         r for r in load_records("karpathy", dataset_json, data_root) if r.split == "test"
-    ][: budget["test_images"]]
+    ][: test_images or budget["test_images"]]
     decoding = DecodingConfig(strategy="beam", num_beams=3)
     log(f"demo: captioning {len(test_records)} test images (beam 3)")
     evaluated = evaluate(
@@ -269,7 +281,7 @@ def run_demo(
         "images": {"train": trainer.data.num_train_images, "test": len(records)},
         "training": {
             "steps": result.step,
-            "planned_steps": steps,
+            "planned_steps": planned,
             "time_limit": result.status == "time_limit",
             "minutes": round(train_seconds / 60, 2),
             "steps_per_s": round(result.step / train_seconds, 3) if train_seconds else None,

@@ -231,3 +231,53 @@ def test_grouped_queries_equal_keys_repeated_per_row(return_weights):
         np.testing.assert_allclose(np.array(w_grouped), np.array(w_repeated), atol=1e-6)
     with pytest.raises(ValueError, match="no mask"):
         attend(q, k, v, 0.35, mask=mx.ones((6, 1, 1, 5), dtype=mx.bool_))
+
+
+def _plain_attention(q, k, v, scale, mask=None):
+    """The formula with MLX's own softmax (what a GPU computes)."""
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    if mask is not None:
+        scores = mx.where(mask, scores, mx.finfo(mx.float32).min)
+    return mx.softmax(scores, axis=-1, precise=True) @ v
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "lq", "lk", "mask_kind"),
+    [
+        (5, 3, 7, 7, None),  # one chunk
+        (9, 12, 197, 197, None),  # one image per chunk (a ViT-B/16 grid)
+        (6, 4, 20, 20, "causal"),
+        (7, 4, 9, 50, "padding"),  # cross-attention over padded keys, batch-wise mask
+        (3, 2, 1, 24, "causal"),  # one decoding step against a preallocated cache
+    ],
+)
+def test_cpu_attention_core_matches_softmax_values_and_gradients(
+    monkeypatch, batch, heads, lq, lk, mask_kind
+):
+    from mlx_caption.models.layers import attention
+
+    # Small chunks, so that every case above is attended in several.
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 4 * heads * lq * lk * 2)
+    keys = iter(mx.random.split(mx.random.key(0), 4))
+    q, k, v = (mx.random.normal((batch, heads, n, 16), key=next(keys)) for n in (lq, lk, lk))
+    if mask_kind == "causal":
+        mask = causal_mask(lq, lk, lk - lq)
+    elif mask_kind == "padding":
+        keep = mx.arange(lk)[None] < mx.array([lk, 3, 1, lk, 10, 25, 40])[:, None]
+        mask = key_padding_mask(keep)
+    else:
+        mask = None
+    scale = 0.25
+    out = attention.scaled_dot_product_attention(
+        q, k, v, scale, mask="causal" if mask_kind == "causal" else mask
+    )
+    ref = _plain_attention(q, k, v, scale, mask)
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=2e-5)
+
+    cot = mx.random.normal(ref.shape, key=next(keys))
+    grads = mx.vjp(
+        lambda *a: attention.scaled_dot_product_attention(*a, scale, mask), [q, k, v], [cot]
+    )[1]
+    ref_grads = mx.vjp(lambda *a: _plain_attention(*a, scale, mask), [q, k, v], [cot])[1]
+    for g, r in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(np.array(g), np.array(r), atol=5e-5, rtol=1e-4)

@@ -9,8 +9,8 @@ import pytest
 from prerequisites import require_module
 
 from mlx_caption.bench import report, timing
-from mlx_caption.bench.encoder import SHAPES, TINY, vit_flops
-from mlx_caption.bench.suite import SuiteConfig, run_and_write, run_suite
+from mlx_caption.bench.encoder import TINY, encoder_config, vit_flops, zoo_shapes
+from mlx_caption.bench.suite import SECTIONS, SuiteConfig, run_and_write, run_suite
 from mlx_caption.cli import main
 
 require_module("torch", "torch (the [torch] extra)")
@@ -18,14 +18,29 @@ require_module("transformers", "transformers (the [torch] extra)")
 
 
 def test_vit_flops_counts_matmuls():
-    b32 = SHAPES["ViT-B/32"]
+    b32 = encoder_config("clip-vit-base-patch32")
     # 49 patches of 32x32x3 -> 768, then 12 blocks on 50 tokens, 2 flops per multiply-add
     patch = 2 * 49 * 3072 * 768
     block = 2 * 50 * (4 * 768 * 768 + 2 * 768 * 3072) + 2 * 2 * 50 * 50 * 768
     assert vit_flops(b32) == patch + 12 * block
     assert vit_flops(b32, batch=4) == 4 * vit_flops(b32)
     assert 8.8e9 < vit_flops(b32) < 8.9e9
-    assert 3.9 * vit_flops(b32) < vit_flops(SHAPES["ViT-B/16"]) < 4.1 * vit_flops(b32)
+    b16 = encoder_config("clip-vit-base-patch16")
+    assert 3.9 * vit_flops(b32) < vit_flops(b16) < 4.1 * vit_flops(b32)
+
+
+def test_zoo_shapes_one_per_architecture_within_the_budget():
+    shapes = zoo_shapes()
+    # LAION's ViT-B/32 is OpenAI's shape; ViT-L/14 at 336 px is over the CPU budget.
+    assert list(shapes) == [
+        "clip-vit-base-patch32",
+        "clip-vit-base-patch16",
+        "clip-vit-large-patch14",
+    ]
+    assert all(getattr(c, "projection_dim", None) is None for c in shapes.values())
+    assert "clip-vit-large-patch14-336" in zoo_shapes(max_gflop=None)
+    with pytest.raises(ValueError, match="no encoder"):
+        encoder_config("nope")
 
 
 def test_measure_interleaved_round_robin():
@@ -43,16 +58,28 @@ def test_measure_interleaved_round_robin():
 
 def test_goals_from_results():
     res = {
-        "encoder": {"ratio": 1.5, "mlx_peak_fraction": 0.4},
+        "encoder": {"ratio": 1.5, "mlx_peak_fraction": 0.4, "peak_row": {"mlx_peak_fraction": 0.8}},
         "decode": {"kv_cache_speedup": 3.2},
         "train": {"compile_speedup": float("nan")},
+        "memory": {"fractions": {"16": 0.7, "32": 0.55}},
     }
     by_key = {g["key"]: g for g in report.goals(res)}
     assert by_key["encoder.ratio"]["met"] is True
     assert by_key["encoder.mlx_peak_fraction"]["met"] is False
+    assert by_key["encoder.peak_row.mlx_peak_fraction"]["met"] is True
     assert by_key["decode.kv_cache_speedup"]["met"] is True
     assert by_key["train.compile_speedup"]["met"] is None
     assert by_key["e2e.ratio"]["value"] is None
+    # Memory goals are ceilings.
+    assert by_key["memory.fractions.16"]["met"] is False
+    assert by_key["memory.fractions.32"]["met"] is True
+    assert by_key["demo.min_pair_score"]["met"] is None
+
+
+def test_cli_sections_are_the_suites():
+    from mlx_caption.commands.bench import SECTION_NAMES
+
+    assert SECTION_NAMES == SECTIONS
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +98,8 @@ def test_tiny_suite_structure(tiny_run):
     assert [r["batch"] for r in rows] == [1, 2]
     assert rows[0]["gflop_per_image"] == pytest.approx(vit_flops(TINY) / 1e9)
     assert res["encoder"]["half"][0]["skipped"]  # CPU: half precision is skipped with a note
+    assert res["encoder"]["min_ratio"] == min(r["ratio"] for r in rows)
+    assert res["encoder"]["peak_row"]["batch"] == 2
     assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
     cap = res["captioners"]
     assert (cap["model"], cap["batch"], cap["same_captions"]) == ("blip-base", 2, True)
@@ -92,6 +121,16 @@ def test_tiny_suite_structure(tiny_run):
     assert all(m["steps_per_s"] > 0 for m in modes.values())
     assert modes["finetune"]["peak_memory_mb"] > 0
     assert res["data"]["stream_images_per_s"] > 0
+    race = res["torch"]
+    assert [r["batch"] for r in race["rows"]] == [2, 4]
+    assert all(r["mlx_steps_per_s"] > 0 and r["torch_steps_per_s"] > 0 for r in race["rows"])
+    assert race["min_ratio"] == min(r["ratio"] for r in race["rows"])
+    assert race["finetune"]["ratio"] > 0
+    mem = res["memory"]["rows"][0]
+    assert mem["with_peak_mb"] > mem["with_resting_mb"] > 0
+    assert res["memory"]["fractions"]["2"] == pytest.approx(
+        mem["with_peak_mb"] / mem["without_peak_mb"]
+    )
     stages = res["profile"]["stages_s"]
     assert {"preprocessing", "patch embedding", "MLP activation", "decoder steps"} <= set(stages)
     assert sum(res["profile"]["stages_fraction"].values()) == pytest.approx(1.0)
@@ -99,7 +138,7 @@ def test_tiny_suite_structure(tiny_run):
     sysinfo = res["system"]
     assert sysinfo["versions"]["mlx"] and sysinfo["cpu_count"] >= 1
     assert "blas" in sysinfo and "threads" in sysinfo and sysinfo["cpu_model"]
-    assert [g["key"] for g in res["goals"]][0] == "encoder.ratio"
+    assert [g["key"] for g in res["goals"]] == [g[0] for g in report.GOALS]
 
 
 def test_tiny_suite_files(tiny_run):
@@ -113,6 +152,8 @@ def test_tiny_suite_files(tiny_run):
         "## End to end",
         "## Decoding",
         "## Training",
+        "## Training against PyTorch",
+        "## Fine-tuning memory",
         "## Pretrained captioners",
     ):
         assert heading in md
@@ -149,11 +190,13 @@ def test_cli_rejects_bad_repeats(tmp_path, capsys):
     assert "--repeats" in capsys.readouterr().err
 
 
-def test_data_section_skips_without_script(monkeypatch, tmp_path):
-    from mlx_caption.bench import data
+def test_sections_skip_without_their_scripts(monkeypatch, tmp_path):
+    from mlx_caption.bench import data, scripts
 
-    monkeypatch.setattr(data, "SCRIPT", tmp_path / "missing.py")
+    monkeypatch.setattr(scripts, "FOLDER", tmp_path)
     assert "skipped" in data.bench_data(images=4)
+    cfg = dataclasses.replace(SuiteConfig.tiny(), sections=("torch",))
+    assert "skipped" in run_suite(cfg, log=lambda msg: None)["torch"]
 
 
 # ------------------------------------------------------------ library fast paths found here
@@ -175,7 +218,7 @@ def test_fast_softmax_matches_softmax_and_its_gradient():
     assert mx.abs(mx.where(finite, out_g - ref_g, 0)).max().item() < 2e-6
 
 
-def test_vit_gradients_with_fast_attention_match_sdpa():
+def test_vit_gradients_with_fast_attention_match_mlx_softmax(monkeypatch):
     from mlx.utils import tree_flatten
 
     from mlx_caption.models.clip import CLIPVisionModel
@@ -185,18 +228,18 @@ def test_vit_gradients_with_fast_attention_match_sdpa():
     model = CLIPVisionModel(TINY)
     x = mx.random.normal((2, 64, 64, 3))
 
-    def loss(params, attention):
+    def loss(params):
         model.update(params)
         return (model(x).last_hidden_state ** 2).mean()
 
     params = model.trainable_parameters()
-    fast = dict(tree_flatten(mx.grad(loss)(params, None)))
-    original = attention_mod.softmax
-    try:  # the reference: MLX's own softmax in the same expression
-        attention_mod.softmax = lambda s: mx.softmax(s, axis=-1, precise=True)
-        ref = dict(tree_flatten(mx.grad(loss)(params, None)))
-    finally:
-        attention_mod.softmax = original
+    fast = dict(tree_flatten(mx.grad(loss)(params)))
+
+    def plain(q, k, v, scale, mask=None):  # the reference: MLX's own softmax
+        return mx.softmax((q * scale) @ k.swapaxes(-1, -2), axis=-1, precise=True) @ v
+
+    monkeypatch.setattr(attention_mod, "scaled_dot_product_attention", plain)
+    ref = dict(tree_flatten(mx.grad(loss)(params)))
     for k, g in ref.items():
         assert mx.allclose(fast[k], g, atol=1e-5, rtol=1e-4).item(), k
 
@@ -206,6 +249,14 @@ def test_ops_experiments_tiny(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = [row["experiment"] for row in res["experiments"]]
     assert {"softmax", "attention core", "quick_gelu", "patch embedding"} <= set(names)
+    assert {"kernel boundary", "cross-entropy value and gradient", "attention chunks"} <= set(names)
+    for row in res["experiments"]:
+        if row["experiment"] in (
+            "kernel boundary",
+            "cross-entropy value and gradient",
+            "attention chunks",
+        ):
+            assert row["max_abs_diff"] < 1e-4, row
     soft = next(r for r in res["experiments"] if r["experiment"] == "softmax")
     assert soft["max_abs_diff"] < 1e-5 and set(soft["ms"]) == {"mx.softmax", "fast_softmax"}
     conv = next(r for r in res["experiments"] if r["experiment"] == "conv stem gradient")
@@ -213,3 +264,26 @@ def test_ops_experiments_tiny(tmp_path, capsys):
     mem = next(r for r in res["experiments"] if r["experiment"] == "checkpoint memory")
     assert len(mem["peak_mb"]) == 4
     assert "# Op-level experiments" in (tmp_path / "ops_tiny.md").read_text()
+
+
+def test_demo_section_trains_a_fixed_number_of_steps(tmp_path):
+    from mlx_caption.bench.demo import bench_demo
+
+    res = bench_demo(steps=3, seeds=[0, 1], images=200, test_images=4, out_dir=tmp_path)
+    assert [r["steps"] for r in res["runs"]] == [3, 3]
+    assert 0.0 <= res["min_pair_score"] <= 1.0
+    assert res["min_pair_score"] == min(
+        min(r["pair_recall"], r["pair_precision"]) for r in res["runs"]
+    )
+    # The second seed reuses the first one's generated images.
+    assert (tmp_path / "seed1" / "train" / "data").is_symlink()
+
+
+def test_half_precision_section_runs_where_a_gpu_would(monkeypatch):
+    """The GPU path of the half-precision rows, exercised on the CPU (tiny shapes)."""
+    from mlx_caption.bench import encoder
+
+    monkeypatch.setattr(encoder, "half_precision_note", lambda: None)
+    row = encoder.bench_half("tiny", 2, cfg=TINY, timing=timing.TimingOptions(repeats=1))
+    assert row["dtype"] == "float16" and "skipped" not in row
+    assert row["mlx_images_per_s"] > 0 and row["torch_images_per_s"] > 0 and row["ratio"] > 0

@@ -21,7 +21,7 @@ import numpy as np
 
 from mlx_caption import zoo
 from mlx_caption.bench.models import IdsTokenizer
-from mlx_caption.bench.timing import measure_interleaved, ratio, sync
+from mlx_caption.bench.timing import TRAIN_TIMING, TimingOptions, measure_interleaved, ratio, sync
 from mlx_caption.models.registry import family_of
 
 
@@ -75,16 +75,14 @@ def bench_captioners(
     batches: tuple[int, ...] = (1, 8),
     num_beams: int = 3,
     tokens: int = 20,
-    repeats: int = 3,
-    warmup: int = 1,
+    timing: TimingOptions = TRAIN_TIMING,
     configs: dict[str, Any] | None = None,
-    seed: int = 0,
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """Captions/s and peak memory of each captioner, MLX and transformers, per batch size.
 
-    ``configs`` replaces a zoo name's config (tiny models for tests). ``warmup`` counts the
-    first call (which also gives the captions compared and the memory figures). The headline
+    ``configs`` replaces a zoo name's config (tiny models for tests). ``timing.warmup`` counts
+    the first call (which also gives the captions compared and the memory figures). The headline
     is the largest batch of the first captioner.
     """
     import torch
@@ -94,12 +92,13 @@ def bench_captioners(
     for name in names:
         config = (configs or {}).get(name) or zoo.ZOO[name].make_config()
         log(f"captioner {name}: building the MLX model and its transformers twin")
-        model, hf = twin_models(config, seed)
+        model, hf = twin_models(config, timing.seed)
         for batch in batches:
-            pixels = np.random.default_rng(seed).standard_normal(
-                (batch, config.vision.image_size, config.vision.image_size, 3), np.float32
+            size = config.vision.input_size
+            pixels = np.random.default_rng(timing.seed).standard_normal(
+                (batch, size, size, 3), np.float32
             )
-            row = _measure(model, hf, pixels, num_beams, tokens, repeats, warmup)
+            row = _measure(model, hf, pixels, num_beams, tokens, timing)
             log(f"captioner {name} batch {batch}: MLX / transformers {row['ratio']:.2f}")
             rows.append({"model": name, "family": family_of(config).name, **row})
     head = max((r for r in rows if r["model"] == names[0]), key=lambda r: r["batch"])
@@ -115,7 +114,7 @@ def bench_captioners(
 
 
 def _measure(
-    model: Any, hf: Any, pixels: np.ndarray, num_beams: int, tokens: int, repeats: int, warmup: int
+    model: Any, hf: Any, pixels: np.ndarray, num_beams: int, tokens: int, timing: TimingOptions
 ) -> dict[str, Any]:
     from mlx_caption.generate import generate
 
@@ -141,7 +140,9 @@ def _measure(
     mlx_peak = mx.get_peak_memory() / 2**20
     hf_rss, hf_ids = peak_rss_rise_mb(theirs)
     t = measure_interleaved(
-        {"mlx": ours, "transformers": theirs}, warmup=max(0, warmup - 1), repeats=repeats
+        {"mlx": ours, "transformers": theirs},
+        warmup=max(0, timing.warmup - 1),
+        repeats=timing.repeats,
     )
     return {
         "batch": batch,

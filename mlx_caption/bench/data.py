@@ -1,27 +1,16 @@
 """Data loading: the mlx-data training stream against a Pillow loop.
 
 Runs the data engineer's benchmark (``benchmarks/bench_data.py``, a synthetic JPEG set
-written to a temporary folder) in this process. It lives next to the package in a source
-checkout; an installed package without it reports the section as skipped.
+written to a temporary folder) in this process (see :mod:`.scripts`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data.py"
-
-
-def _load_script(path: Path = SCRIPT) -> Any:
-    spec = importlib.util.spec_from_file_location("_mlx_caption_bench_data", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+from mlx_caption.bench import scripts
 
 
 def bench_data(
@@ -33,16 +22,16 @@ def bench_data(
     repeats: int = 2,
 ) -> dict[str, Any]:
     """Images/s of the stream and of the Pillow loop (exact bicubic and bilinear)."""
-    if not SCRIPT.is_file():
-        return {"skipped": f"{SCRIPT} not found (run from a source checkout)"}
-    module = _load_script()
+    module = scripts.load_script("bench_data")
+    if module is None:
+        return {
+            "skipped": f"{scripts.script_path('bench_data')} not found (run from a source checkout)"
+        }
     argv = [
-        f"--images={images}",
-        f"--size={size}",
-        f"--crop={crop}",
-        f"--batch={batch}",
-        f"--threads={threads}",
-        f"--repeats={repeats}",
+        f"--{k}={v}"
+        for k, v in dict(
+            images=images, size=size, crop=crop, batch=batch, threads=threads, repeats=repeats
+        ).items()
     ]
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its own JSON line
         result = dict(module.main(argv))

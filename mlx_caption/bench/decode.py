@@ -14,7 +14,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_caption.bench.models import IdsTokenizer
-from mlx_caption.bench.timing import measure_interleaved, ratio
+from mlx_caption.bench.timing import DEFAULT_TIMING, TimingOptions, measure_interleaved, ratio
 from mlx_caption.tokens import END, START
 
 
@@ -86,9 +86,7 @@ def bench_kv_cache(
     images: int = 8,
     rows_per_image: int = 3,
     length: int = 20,
-    repeats: int = 5,
-    warmup: int = 1,
-    seed: int = 0,
+    timing: TimingOptions = DEFAULT_TIMING,
 ) -> dict[str, Any]:
     """Tokens/s of cached against recomputed greedy decoding (and the library's compiled path)."""
     from mlx_caption.generate import DecodingConfig, decode
@@ -97,7 +95,7 @@ def bench_kv_cache(
     if length > decoder.config.max_length:
         raise ValueError(f"length {length} exceeds the decoder's {decoder.config.max_length}")
     rows = images * rows_per_image
-    mx.random.seed(seed)
+    mx.random.seed(timing.seed)
     vis = model.config.vision
     image_tokens = mx.random.normal((rows, vis.num_tokens, decoder.config.hidden_size))
     cross_kv = decoder.cross_kv(image_tokens)
@@ -119,8 +117,8 @@ def bench_kv_cache(
             ),
             "library": lambda: decode(decoder, image_tokens, tok, lib_cfg),
         },
-        warmup=warmup,
-        repeats=repeats,
+        warmup=timing.warmup,
+        repeats=timing.repeats,
     )
     tokens = rows * length
     return {

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlx_caption.bench.models import IdsTokenizer
-from mlx_caption.bench.timing import measure_interleaved, ratio
+from mlx_caption.bench.timing import DEFAULT_TIMING, TimingOptions, measure_interleaved, ratio
 
 
 def bench_e2e(
@@ -22,21 +22,19 @@ def bench_e2e(
     batch: int = 8,
     num_beams: int = 3,
     length: int = 20,
-    repeats: int = 5,
-    warmup: int = 1,
-    seed: int = 0,
+    timing: TimingOptions = DEFAULT_TIMING,
 ) -> dict[str, Any]:
     """Captions/s of ``generate`` with each model on the same random pixels."""
     from mlx_caption.generate import generate
 
     size = model.config.vision.input_size
-    pixels = np.random.default_rng(seed).standard_normal((batch, size, size, 3), np.float32)
+    pixels = np.random.default_rng(timing.seed).standard_normal((batch, size, size, 3), np.float32)
     tok = IdsTokenizer()
     options = dict(strategy="beam", num_beams=num_beams, min_length=length, max_length=length)
     fns = {"mlx": lambda: generate(model, pixels, tok, **options)}
     if bridge_model is not None:
         fns["bridge"] = lambda: generate(bridge_model, pixels, tok, **options)
-    t = measure_interleaved(fns, warmup=warmup, repeats=repeats)
+    t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
     out = {
         "batch": batch,
         "num_beams": num_beams,

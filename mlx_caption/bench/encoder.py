@@ -1,15 +1,21 @@
-"""Encoder throughput: an MLX encoder against the PT bridge, same weights, same pixels.
+"""Encoder throughput: the MLX encoder against its torch reference, same weights, same pixels.
 
-Shapes are the usual CLIP ViTs, SigLIP-B/16 and DINOv2-B/14 (:data:`SHAPES`), or any zoo name.
-
+Every encoder family (CLIP, SigLIP, DINOv2, ViT) is measured the same way: the shapes come
+from the zoo (one per distinct architecture, see :func:`zoo_shapes`), the torch side is the family's ``reference`` module
+(the PT bridge, :class:`mlx_caption.bridge.BridgeEncoder`), and the MLX side the family's
+model built through ``models/registry.py`` with the same weights (the family's ``sanitize``).
 Both sides start from NHWC float32 numpy pixels (what preprocessing yields) and end with the
 ``(B, T, D)`` token grid as an evaluated ``mx.array``, so the bridge pays its torch -> numpy
--> MLX copy and MLX pays its numpy -> MLX copy. A float32 matmul of the same process is timed
-in the same rounds, giving the fraction of the machine's matmul peak each side reaches.
+-> MLX copy and MLX pays its numpy -> MLX copy; MLX runs as the library runs an encoder for
+inference (:func:`mlx_caption.backend.split_eval`: the batch split over the CPU's cores).
+Heads off the captioning path (contrastive projection, pooling head, pooler) are left out on
+both sides, as a captioner reads only the token grid. A float32 matmul of the same process is
+timed in the same rounds, giving the fraction of the machine's matmul peak each side reaches.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -17,31 +23,20 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_caption import backend, zoo
-from mlx_caption.bench.timing import measure_interleaved, ratio
+from mlx_caption.bench.timing import (
+    DEFAULT_TIMING,
+    TRAIN_TIMING,
+    TimingOptions,
+    measure_interleaved,
+    ratio,
+)
 from mlx_caption.data.preprocess import PreprocessConfig
-from mlx_caption.errors import UserError
 from mlx_caption.models.clip import CLIPVisionConfig
-from mlx_caption.models.dinov2 import Dinov2Config
 from mlx_caption.models.registry import build_encoder
-from mlx_caption.models.siglip import SiglipVisionConfig
 
-# The geometry of the usual encoders (weights random: throughput does not depend on them).
-SHAPES: dict[str, Any] = {
-    "ViT-B/32": CLIPVisionConfig(patch_size=32),
-    "ViT-B/16": CLIPVisionConfig(patch_size=16),
-    "ViT-L/14": CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        patch_size=14,
-    ),
-    "SigLIP-B/16": SiglipVisionConfig(),
-    "DINOv2-B/14": Dinov2Config(image_size=518),  # the hub's 37x37 table, 224-px crops
-}
-# Heads off the captioning path (contrastive projection, pooling head, pooler): left out on
-# both sides, as a captioner reads only the token grid.
-HEADS_OFF = {"projection_dim": None, "vision_use_head": False, "add_pooling_layer": False}
+# Encoders whose forward pass costs more than this (GFLOP per image) are left out of the
+# CPU run: a batch of 32 would take minutes per repeat on each side.
+CPU_GFLOP_BUDGET = 200.0
 
 # A ViT small enough for the test suite: same code paths, milliseconds per batch.
 TINY = CLIPVisionConfig(
@@ -54,21 +49,65 @@ TINY = CLIPVisionConfig(
     preprocess=PreprocessConfig(resize_shortest_edge=64, crop_size=64),
 )
 
-
-def encoder_shape(name: str) -> Any:
-    """The config of a :data:`SHAPES` name or a zoo encoder name."""
-    if name in SHAPES:
-        return SHAPES[name]
-    entry = zoo.lookup(name)
-    if entry is None or entry.kind != "encoder":
-        raise UserError(f"unknown encoder shape {name!r}: {', '.join(SHAPES)} or a zoo name")
-    return entry.make_config()
+_SIZES = {192: "Ti", 384: "S", 768: "B", 1024: "L", 1152: "So400m", 1280: "H", 1536: "g"}
 
 
-def tokens_only(cfg: Any) -> Any:
-    """``cfg`` without the heads a captioner does not use (:data:`HEADS_OFF`)."""
+# The config fields that add a head off the captioning path, and the value that removes it.
+HEADS_OFF = {"projection_dim": None, "vision_use_head": False, "add_pooling_layer": False}
+
+
+def without_head(cfg: Any) -> Any:
+    """The config without the heads a captioner does not use (:data:`HEADS_OFF`): throughput
+    is the token grid's."""
     names = {f.name for f in dataclasses.fields(cfg)}
     return dataclasses.replace(cfg, **{k: v for k, v in HEADS_OFF.items() if k in names})
+
+
+def _architecture(cfg: Any) -> tuple:
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "input_size")
+    return (type(cfg).__name__, mlp_width(cfg), cfg.patch_size, cfg.num_tokens) + tuple(
+        getattr(cfg, f) for f in fields
+    )
+
+
+def zoo_shapes(max_gflop: float | None = CPU_GFLOP_BUDGET) -> dict[str, Any]:
+    """One encoder config per distinct architecture in the zoo, named by its first zoo row.
+
+    Rows differing only in weights, activation or projection head share a shape (their cost
+    is the same). ``max_gflop`` drops shapes whose forward pass costs more per image.
+    """
+    shapes: dict[str, Any] = {}
+    seen = set()
+    for entry in zoo.entries("encoder"):
+        cfg = without_head(entry.make_config())
+        key = _architecture(cfg)
+        if key in seen or (max_gflop is not None and vit_flops(cfg) / 1e9 > max_gflop):
+            continue
+        seen.add(key)
+        shapes[entry.name] = cfg
+    return shapes
+
+
+def encoder_config(name: str) -> Any:
+    """The config of a zoo encoder (no projection head), or ``"tiny"`` (tests)."""
+    if name == "tiny":
+        return TINY
+    entry = zoo.lookup(name)
+    if entry is None or entry.kind != "encoder":
+        raise ValueError(f"no encoder {name!r} in the zoo")
+    return without_head(entry.make_config())
+
+
+def shape_label(cfg: Any) -> str:
+    """``ViT-B/16, 224 px, 197 tokens``: what a row measured."""
+    size = _SIZES.get(cfg.hidden_size, f"{cfg.hidden_size}d")
+    return f"ViT-{size}/{cfg.patch_size}, {cfg.input_size} px, {cfg.num_tokens} tokens"
+
+
+def mlp_width(cfg: Any) -> int:
+    """The MLP's hidden width (``intermediate_size``, or ``mlp_ratio`` times the width)."""
+    width = getattr(cfg, "intermediate_size", None)
+    return int(width or cfg.hidden_size * getattr(cfg, "mlp_ratio", 4))
 
 
 def vit_flops(cfg: Any, batch: int = 1) -> float:
@@ -78,11 +117,11 @@ def vit_flops(cfg: Any, batch: int = 1) -> float:
     ``8 T D^2``, scores and weighted sum ``4 T^2 D``, MLP ``4 T D M``. LayerNorm, softmax and
     the activation are element-wise (O(T D)) and not counted.
     """
-    d, m, t = cfg.hidden_size, cfg.intermediate_size, cfg.num_tokens
-    patch = 2 * cfg.num_patches * cfg.patch_size**2 * cfg.num_channels * d
+    d, m, t = cfg.hidden_size, mlp_width(cfg), cfg.num_tokens
+    patch = 2 * cfg.num_patches * cfg.patch_size**2 * getattr(cfg, "num_channels", 3) * d
     block = 8 * t * d * d + 4 * t * t * d + 4 * t * d * m
-    projection = getattr(cfg, "projection_dim", None)
-    proj = 2 * d * projection if projection else 0
+    head = getattr(cfg, "projection_dim", None)
+    proj = 2 * d * head if head else 0
     return float(batch * (patch + cfg.num_hidden_layers * block + proj))
 
 
@@ -97,25 +136,31 @@ def matmul_fn(n: int = 2048):
 def build_pair(
     cfg: Any, seed: int = 0, dtype: str = "float32", bridge: bool = True
 ) -> tuple[Any, Any]:
-    """``(mlx_vit, bridge)`` with the same random weights (HF init, converted by ``sanitize``),
-    for an encoder config of any family, heads off.
+    """``(mlx_encoder, bridge)`` with the same random weights (the family's transformers
+    init, converted by its ``sanitize``), for an encoder config of any family.
 
-    ``bridge=False`` gives ``(mlx_vit, None)`` from MLX's own init, without torch.
+    ``bridge=False`` gives ``(mlx_encoder, None)`` from MLX's own init, without torch.
     """
-    cfg = tokens_only(cfg)
+    cfg = without_head(cfg)
     if bridge:
         from mlx_caption.bridge import BridgeEncoder
 
         enc = BridgeEncoder.from_config(cfg, seed=seed)
-        vit = enc.to_mlx()
+        model = enc.to_mlx()
     else:
         mx.random.seed(seed)
-        vit, enc = build_encoder(cfg), None
-        vit.eval()
+        model, enc = build_encoder(cfg), None
+        model.eval()
     if dtype != "float32":
-        vit.set_dtype(getattr(mx, dtype))
-    mx.eval(vit.parameters())
-    return vit, enc
+        model.set_dtype(getattr(mx, dtype))
+    mx.eval(model.parameters())
+    return model, enc
+
+
+def encode(model: Any, pixels: np.ndarray) -> mx.array:
+    """The token grid as the library computes it for inference (``backend.split_eval``: the
+    batch over the CPU's cores), from numpy pixels."""
+    return backend.split_eval(lambda x: model(x).last_hidden_state, mx.array(pixels))
 
 
 def half_precision_note() -> str | None:
@@ -129,14 +174,12 @@ def half_precision_note() -> str | None:
 
 
 def bench_encoder(
-    shape: str,
+    name: str,
     batches: list[int],
     *,
-    cfg: Any = None,
-    repeats: int = 5,
-    warmup: int = 1,
+    cfg: Any | None = None,
+    timing: TimingOptions = DEFAULT_TIMING,
     peak_size: int = 2048,
-    seed: int = 0,
     bridge: bool = True,
 ) -> list[dict[str, Any]]:
     """Images/s of MLX and the bridge for one encoder shape at each batch size (float32).
@@ -144,24 +187,22 @@ def bench_encoder(
     Returns one row per batch: images/s, their ratio, GFLOP/s and the fraction of the float32
     matmul peak measured in the same rounds (``peak_gflops``).
     """
-    cfg = cfg or encoder_shape(shape)
-    vit, enc = build_pair(cfg, seed, bridge=bridge)
+    cfg = cfg or encoder_config(name)
+    model, enc = build_pair(cfg, timing.seed, bridge=bridge)
     mm, mm_flops = matmul_fn(peak_size)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(timing.seed)
     rows = []
     for batch in batches:
         pixels = rng.standard_normal((batch, cfg.input_size, cfg.input_size, 3), np.float32)
-        fns = {
-            "mlx": lambda p=pixels: vit(mx.array(p)).last_hidden_state,
-            "peak": mm,
-        }
+        fns = {"mlx": lambda p=pixels: encode(model, p), "peak": mm}
         if enc is not None:
             fns["bridge"] = lambda p=pixels: enc(p)
-        t = measure_interleaved(fns, warmup=warmup, repeats=repeats)
+        t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
         flops = vit_flops(cfg, batch)
         peak = mm_flops / t["peak"].median / 1e9
         row = {
-            "model": shape,
+            "model": name,
+            "shape": shape_label(cfg),
             "batch": batch,
             "dtype": "float32",
             "tokens": cfg.num_tokens,
@@ -185,34 +226,47 @@ def bench_encoder(
 
 
 def bench_half(
-    shape: str,
+    name: str,
     batch: int,
     *,
-    cfg: Any = None,
-    repeats: int = 3,
+    cfg: Any | None = None,
+    timing: TimingOptions = TRAIN_TIMING,
     dtype: str = "float16",
+    bridge: bool = True,
 ) -> dict[str, Any]:
-    """MLX images/s in ``dtype`` against float32 on this device, or a note why it is skipped."""
+    """Images/s in ``dtype`` against float32 on this device, MLX and (with ``bridge``) the
+    torch reference in the same half type, or a note why it is skipped."""
     note = half_precision_note()
     if note:
-        return {"model": shape, "batch": batch, "dtype": dtype, "skipped": note}
-    cfg = cfg or encoder_shape(shape)
-    vit32, _ = build_pair(cfg, bridge=False)
-    vit16, _ = build_pair(cfg, dtype=dtype, bridge=False)
-    x = mx.random.normal((batch, cfg.input_size, cfg.input_size, 3))
-    x16 = x.astype(getattr(mx, dtype))
-    t = measure_interleaved(
-        {
-            "float32": lambda: vit32(x).last_hidden_state,
-            dtype: lambda: vit16(x16).last_hidden_state,
-        },
-        repeats=repeats,
+        return {"model": name, "batch": batch, "dtype": dtype, "skipped": note}
+    cfg = cfg or encoder_config(name)
+    model32, enc = build_pair(cfg, timing.seed, bridge=bridge)
+    model16, _ = build_pair(cfg, timing.seed, dtype=dtype, bridge=False)
+    pixels = np.random.default_rng(timing.seed).standard_normal(
+        (batch, cfg.input_size, cfg.input_size, 3), np.float32
     )
-    return {
-        "model": shape,
+    half = getattr(mx, dtype)
+    fns = {
+        "float32": lambda: encode(model32, pixels),
+        dtype: lambda: model16(mx.array(pixels).astype(half)).last_hidden_state,
+    }
+    if enc is not None:
+        import torch
+
+        from mlx_caption.bridge import BridgeEncoder
+
+        enc16 = BridgeEncoder(copy.deepcopy(enc.model).to(getattr(torch, dtype)), cfg)
+        fns[f"torch_{dtype}"] = lambda: enc16(pixels)
+    t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
+    out = {
+        "model": name,
         "batch": batch,
         "dtype": dtype,
         "mlx_images_per_s": t[dtype].rate(batch),
         "float32_images_per_s": t["float32"].rate(batch),
         "speedup": ratio(t["float32"].median, t[dtype].median),
     }
+    if enc is not None:
+        out["torch_images_per_s"] = t[f"torch_{dtype}"].rate(batch)
+        out["ratio"] = ratio(t[f"torch_{dtype}"].median, t[dtype].median)
+    return out

@@ -7,10 +7,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_caption.bench.encoder import tokens_only
 from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.captioner import CaptionerConfig
-from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig
 
 # Same shapes as zoo.DECODER_PRESETS (kept here so the benchmark does not depend on the zoo).
@@ -45,7 +43,7 @@ def decoder_config(name_or_cfg: str | DecoderConfig, vocab_size: int = 8192) -> 
 
 
 def build_captioner(
-    vision: CLIPVisionConfig,
+    vision: Any,
     decoder: str | DecoderConfig = "small",
     *,
     vocab_size: int = 8192,
@@ -54,18 +52,19 @@ def build_captioner(
 ) -> tuple[Any, Any]:
     """``(captioner, bridge_captioner | None)``: one MLX decoder, two encoders, same weights.
 
-    With ``bridge`` the encoder weights are a random Hugging Face initialisation converted by
-    the library's ``sanitize``; without, MLX's own random init (no torch needed).
+    ``vision`` is an encoder config of any family. With ``bridge`` the encoder weights are a
+    random Hugging Face initialisation converted by the family's ``sanitize``; without, MLX's
+    own random init (no torch needed).
     """
+    from mlx_caption.bench.encoder import build_pair, without_head
     from mlx_caption.models.captioner import Captioner
 
-    vision = tokens_only(vision)
+    vision = without_head(vision)
     mx.random.seed(seed)
     cfg = CaptionerConfig(vision=vision, decoder=decoder_config(decoder, vocab_size))
     model = Captioner(cfg)
     twin = None
     if bridge:
-        from mlx_caption.bench.encoder import build_pair
         from mlx_caption.bridge import BridgeCaptioner
 
         vit, enc = build_pair(vision, seed)

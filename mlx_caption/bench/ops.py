@@ -10,6 +10,12 @@ ViT and decoder actually run (interleaved, median of repeats) and checks they ag
   its backward pass (autodiff through the polynomial against an explicit derivative);
 - ``fusion depth``: a degree-10 polynomial in one compiled function (Horner, 20 ops deep),
   split by hand, and in Estrin form: MLX fuses at most 11 ops per chain;
+- ``kernel boundary``: the softmax's exponentials eagerly (two hand-cut kernels) and inside
+  an outer ``mx.compile`` with and without ``activations.kernel_boundary`` between them;
+- ``cross-entropy value and gradient``: ``nn.losses.cross_entropy`` against
+  ``train.loss.cross_entropy`` over a caption batch's logits, compiled as in training;
+- ``attention chunks``: softmax then weighted sum over the whole batch (the former core)
+  against the library's core over the whole batch and per chunk (``CHUNK_BYTES``);
 - ``patch embedding``: ``mx.conv2d`` against the library's reshape + matmul;
 - ``conv stem gradient``: one 3x3 stride-2 stem layer's forward + backward (input and
   kernel), through autodiff of ``mx.conv2d``, autodiff of the im2col form (nine strided
@@ -34,6 +40,8 @@ import mlx.nn as nn
 from mlx_caption import backend
 from mlx_caption.bench.timing import measure_interleaved, ratio
 from mlx_caption.models.clip import CLIPVisionConfig
+
+VIT_B32 = "clip-vit-base-patch32"
 
 
 def _compare(
@@ -223,6 +231,95 @@ def quick_gelu_vjp_row(rows: int, width: int = 3072, repeats: int = 5) -> dict:
     )
 
 
+def kernel_boundary_row(rows: int, width: int, repeats: int = 5) -> dict:
+    """The softmax's exponentials (two hand-cut kernels) called eagerly, and inside an outer
+    ``mx.compile`` with and without the boundary between the kernels: compiled callers inline
+    the pieces and re-fuse them unless something unfusable separates them."""
+    from mlx_caption.models.layers import activations
+
+    scores = mx.random.normal((rows, width)) * 3
+    row_max = mx.max(scores, axis=-1, keepdims=True)
+    mx.eval(scores, row_max)
+
+    def pieces(boundary):
+        poly = activations._softmax_poly(scores, row_max)
+        return activations._softmax_invert_square(boundary(poly))
+
+    outer_plain = mx.compile(lambda: pieces(lambda p: p))
+    outer_cut = mx.compile(lambda: pieces(activations.kernel_boundary))
+    return _compare(
+        "kernel boundary",
+        f"exp(s - max) on ({rows}, {width})",
+        {
+            "eager (two kernels)": lambda: pieces(lambda p: p),
+            "outer compile, no boundary": outer_plain,
+            "outer compile, boundary": outer_cut,
+        },
+        repeats,
+        ("eager (two kernels)", "outer compile, boundary"),
+    )
+
+
+def cross_entropy_row(rows: int, vocab: int = 8192, repeats: int = 5) -> dict:
+    """Value and gradient of the caption loss over ``(rows, vocab)`` logits, compiled as in the
+    training step: ``nn.losses.cross_entropy`` against ``train.loss.cross_entropy``."""
+    from mlx_caption.train.loss import cross_entropy
+
+    logits = mx.random.normal((rows, vocab)) * 3
+    targets = mx.random.randint(0, vocab, (rows,))
+    mx.eval(logits, targets)
+
+    def grad_of(loss):
+        return mx.compile(mx.grad(lambda x: loss(x).sum()))
+
+    mlx_loss = grad_of(lambda x: nn.losses.cross_entropy(x, targets, label_smoothing=0.1))
+    fast_loss = grad_of(lambda x: cross_entropy(x, targets, 0.1)[0])
+    return _compare(
+        "cross-entropy value and gradient",
+        f"({rows}, {vocab}) logits",
+        {
+            "nn.losses.cross_entropy": lambda: mlx_loss(logits),
+            "train.loss": lambda: fast_loss(logits),
+        },
+        repeats,
+        ("nn.losses.cross_entropy", "train.loss"),
+    )
+
+
+def attention_chunks_row(batch: int, tokens: int, heads: int = 12, repeats: int = 5) -> dict:
+    """The CPU attention core over the whole batch at once against per-chunk (the library's
+    ``CHUNK_BYTES``), and the core of a softmax over the whole batch as before."""
+    from mlx_caption.models.layers import attention
+    from mlx_caption.models.layers.activations import fast_softmax
+
+    q, k, v = (mx.random.normal((batch, heads, tokens, 64)) for _ in range(3))
+    mx.eval(q, k, v)
+
+    def with_chunk_bytes(size):
+        def run():
+            saved, attention.CHUNK_BYTES = attention.CHUNK_BYTES, size
+            try:
+                return attention.scaled_dot_product_attention(q, k, v, 0.125)
+            finally:
+                attention.CHUNK_BYTES = saved
+
+        return run
+
+    return _compare(
+        "attention chunks",
+        f"B={batch} H={heads} T={tokens} hd=64",
+        {
+            "softmax then weighted sum, whole batch": lambda: (
+                fast_softmax((q * 0.125) @ k.swapaxes(-1, -2)) @ v
+            ),
+            "library core, whole batch": with_chunk_bytes(1 << 40),
+            "library core, chunked": with_chunk_bytes(attention.CHUNK_BYTES),
+        },
+        repeats,
+        ("softmax then weighted sum, whole batch", "library core, chunked"),
+    )
+
+
 def patch_row(batch: int, cfg: CLIPVisionConfig, repeats: int = 5) -> dict:
     from mlx_caption.models.layers.stems import PatchEmbedding
 
@@ -368,18 +465,21 @@ def checkpoint_memory_row(model: Any, batch: int) -> dict:
 
 def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
     """All experiments on ViT-B/32 and B/16 shapes (or tiny ones for tests)."""
-    from mlx_caption.bench.encoder import SHAPES, TINY, build_pair
+    from mlx_caption.bench.encoder import TINY, build_pair, encoder_config
     from mlx_caption.bench.models import TINY_DECODER, build_captioner
 
     reps = 3 if (quick or tiny) else 9
     if tiny:
         b32, b16, cfg, decoder, batch = (2, 17), (2, 17), TINY, TINY_DECODER, 2
     else:
-        b32, b16, cfg, decoder, batch = (32, 50), (8, 197), SHAPES["ViT-B/32"], "tiny", 16
+        b32, b16, cfg, decoder, batch = (32, 50), (8, 197), encoder_config(VIT_B32), "tiny", 16
     rows = softmax_rows(*b32, repeats=reps) + softmax_rows(*b16, repeats=reps)
     rows.append(activation_row(b32[0] * b32[1], cfg.intermediate_size, reps))
     rows.append(quick_gelu_vjp_row(b32[0] * b32[1], cfg.intermediate_size, max(2, reps // 2)))
     rows.append(fusion_depth_row(b32[0] * b32[1], cfg.intermediate_size, reps))
+    rows.append(kernel_boundary_row(*((16, 64) if tiny else (2560, 8192)), repeats=reps))
+    rows.append(cross_entropy_row(*((16, 64) if tiny else (2560, 8192)), repeats=reps))
+    rows.append(attention_chunks_row(*b16, heads=4 if tiny else 12, repeats=reps))
     rows.append(patch_row(b32[0], cfg, reps))
     # The demo's second stem layer (32 images, 64 px -> 32 px -> 16 px, 24 -> 48 channels).
     rows.append(conv_grad_row(*((2, 8, 4) if tiny else (32, 32, 24)), repeats=reps))

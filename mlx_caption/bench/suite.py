@@ -1,11 +1,13 @@
-"""The whole benchmark in one run: encoder, end to end, decoding, training, data (+ profile).
+"""The whole benchmark in one run: encoder, end to end, decoding, training, training against
+PyTorch, memory, data, pretrained captioners against transformers, the demo (+ profile).
 
-:func:`run_suite` takes a :class:`SuiteConfig` (``full()``, ``quick()`` or ``tiny()`` for
-tests), runs each section, and returns one JSON-able dict whose top-level ``encoder``,
-``e2e``, ``decode`` and ``train`` entries carry the headline figures
-(``encoder.mlx_images_per_s``, ``encoder.bridge_images_per_s``, ``encoder.ratio`` at
-ViT-B/32 batch 32 float32, ``e2e.ratio``, ``decode.kv_cache_speedup``,
-``train.compile_speedup``). :func:`mlx_caption.bench.report.write_results` turns it into files.
+:func:`run_suite` takes a :class:`SuiteConfig` (``full()``, ``quick_run()`` or ``tiny()`` for
+tests), runs each section, and returns one JSON-able dict: one entry per section, plus
+``goals`` (:func:`mlx_caption.bench.report.goals`). The headline figures are
+``encoder.ratio`` (MLX / torch at ViT-B/32 batch 32), ``encoder.min_ratio`` (the lowest over
+every shape and batch), ``e2e.ratio``, ``decode.kv_cache_speedup``, ``train.compile_speedup``,
+``torch.min_ratio``, ``torch.finetune.ratio``, ``memory.fractions``, ``captioners.ratio``
+and ``demo.min_pair_score``. :func:`mlx_caption.bench.report.write_results` turns it into files.
 """
 
 from __future__ import annotations
@@ -19,33 +21,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_caption.models.clip import CLIPVisionConfig
+from mlx_caption.bench import decode, e2e, train
+from mlx_caption.bench.timing import TimingOptions
 from mlx_caption.models.decoder import DecoderConfig
 
-SECTIONS = ("encoder", "e2e", "decode", "train", "data", "captioners")
+SECTIONS = ("encoder", "e2e", "decode", "train", "torch", "memory", "data", "captioners", "demo")
+VIT_B32, VIT_B16 = "clip-vit-base-patch32", "clip-vit-base-patch16"
+ENCODER_BATCHES = [1, 8, 32]
+# Shapes costlier than this per image (GFLOP) are timed with fewer repeats (ViT-L/14: over
+# half a minute per batch of 32 on each side).
+LARGE_GFLOP = 50.0
 
 
 @dataclass
 class SuiteConfig:
     """What to measure and how often."""
 
-    # encoder shape name (bench.encoder.SHAPES or a zoo name) -> batch sizes
-    encoder: dict[str, list[int]] = field(
-        default_factory=lambda: {
-            "ViT-B/32": [1, 8, 32],
-            "ViT-B/16": [1, 8, 32],
-            "SigLIP-B/16": [1, 8, 32],
-            "DINOv2-B/14": [1, 8, 32],
-        }
-    )
-    encoder_configs: dict[str, Any] = field(default_factory=dict)  # overrides SHAPES
-    headline: tuple[str, int] = ("ViT-B/32", 32)
-    repeats: int = 5
-    encoder_repeats: dict[str, int] = field(default_factory=dict)  # per shape, else repeats
-    warmup: int = 1
+    # encoder name (zoo) -> batch sizes; None: every zoo shape within the CPU budget (or all of
+    # them on a GPU) at ENCODER_BATCHES.
+    encoder: dict[str, list[int]] | None = None
+    encoder_configs: dict[str, Any] = field(default_factory=dict)  # name -> config (tests)
+    headline: tuple[str, int] = (VIT_B32, 32)
+    peak_row: tuple[str, int] = (VIT_B16, 32)  # the matmul-peak goal's shape and batch
+    timing: TimingOptions = TimingOptions()
+    large_repeats: int = 3  # timed repeats for shapes over LARGE_GFLOP per image
     peak_size: int = 2048
-    # the captioner used by e2e / decode / train / profile
-    vision: str | CLIPVisionConfig = "ViT-B/32"
+    # the captioner used by e2e / decode / train / torch / memory / profile
+    vision: str = VIT_B32
     decoder: str | DecoderConfig = "tiny"  # the training default (TrainConfig.decoder)
     vocab_size: int = 8192
     e2e_batch: int = 8
@@ -53,7 +55,7 @@ class SuiteConfig:
     tokens: int = 20
     decode_images: int = 8
     train_batch: int = 16
-    train_repeats: int = 3
+    train_timing: TimingOptions = TimingOptions(repeats=3)
     train_modes: tuple[str, ...] = (
         "frozen_cached",
         "frozen_live",
@@ -61,15 +63,21 @@ class SuiteConfig:
         "finetune",
         "finetune_checkpoint",
     )
+    # training against the PyTorch twin: frozen-cached batches, fine-tuning batch
+    torch_batches: tuple[int, ...] = (16, 32, 64, 128, 250)
+    torch_compile: bool = True
+    finetune_batch: int = 16
+    memory_batches: tuple[int, ...] = (16, 32)
     data: dict[str, int] = field(
         default_factory=lambda: {"images": 512, "size": 320, "crop": 224, "batch": 32}
     )
-    profile_batch: int = 8
     # pretrained captioners (zoo names) against transformers' generate
     captioners: tuple[str, ...] = ("blip-base",)
     captioner_batches: tuple[int, ...] = (1, 8)
-    captioner_repeats: int = 2
+    captioner_timing: TimingOptions = TimingOptions(repeats=2)
     captioner_configs: dict[str, Any] = field(default_factory=dict)  # overrides the zoo's
+    demo: dict[str, Any] = field(default_factory=lambda: {"steps": 1400, "seeds": [0, 1, 2]})
+    profile_batch: int = 8
     sections: tuple[str, ...] = SECTIONS
     profile: bool = False
     quick: bool = False
@@ -81,26 +89,17 @@ class SuiteConfig:
 
     @classmethod
     def quick_run(cls) -> SuiteConfig:
-        """Fewer repeats and no batch 32 but ViT-B/32's: a shorter run than :meth:`full`."""
+        """A few minutes: the goals' shapes and batches only, fewer repeats, no ViT-L, the
+        demo left out (1,400 training steps take several minutes on their own)."""
         return cls(
-            encoder={
-                "ViT-B/32": [1, 8, 32],
-                "ViT-B/16": [1, 8],
-                "SigLIP-B/16": [1, 8],
-                "DINOv2-B/14": [1, 8],
-            },
-            repeats=3,
-            encoder_repeats={"ViT-B/16": 2, "SigLIP-B/16": 2, "DINOv2-B/14": 2},
-            e2e_batch=4,
-            train_batch=8,
-            train_repeats=2,
+            encoder={VIT_B32: [1, 8, 32], VIT_B16: [32]}, timing=TimingOptions(repeats=3), large_repeats=2,
+            e2e_batch=4, profile_batch=4,
+            train_batch=8, train_timing=TimingOptions(repeats=2),
+            torch_batches=(16, 250), torch_compile=False, finetune_batch=8, memory_batches=(16,),
             data={"images": 128, "size": 320, "crop": 224, "batch": 32, "repeats": 1},
-            profile_batch=4,
-            captioner_batches=(8,),
-            captioner_repeats=1,
-            quick=True,
-            name="quick",
-        )
+            captioner_batches=(8,), captioner_timing=TimingOptions(repeats=1),
+            sections=tuple(s for s in SECTIONS if s != "demo"), quick=True, name="quick",
+        )  # fmt: skip
 
     @classmethod
     def tiny(cls) -> SuiteConfig:
@@ -109,38 +108,179 @@ class SuiteConfig:
         from mlx_caption.bench.models import TINY_BLIP, TINY_DECODER
 
         return cls(
-            encoder={"tiny": [1, 2]},
-            encoder_configs={"tiny": TINY},
-            headline=("tiny", 2),
-            repeats=2,
-            peak_size=128,
-            vision=TINY,
-            decoder=TINY_DECODER,
-            vocab_size=TINY_DECODER.vocab_size,
-            e2e_batch=2,
-            tokens=8,
-            decode_images=2,
-            train_batch=2,
-            train_repeats=1,
+            encoder={"tiny": [1, 2]}, encoder_configs={"tiny": TINY}, headline=("tiny", 2),
+            peak_row=("tiny", 2), timing=TimingOptions(repeats=2), peak_size=128,
+            vision="tiny", decoder=TINY_DECODER, vocab_size=TINY_DECODER.vocab_size,
+            e2e_batch=2, tokens=8, decode_images=2, profile_batch=2,
+            train_batch=2, train_timing=TimingOptions(repeats=1),
+            torch_batches=(2, 4), torch_compile=False, finetune_batch=2, memory_batches=(2,),
             data={"images": 8, "size": 64, "crop": 32, "batch": 4, "repeats": 1},
-            profile_batch=2,
-            captioner_batches=(1, 2),
-            captioner_repeats=1,
+            captioner_batches=(1, 2), captioner_timing=TimingOptions(repeats=1),
             captioner_configs={"blip-base": TINY_BLIP},
-            quick=True,
-            name="tiny",
-        )
+            demo={"steps": 3, "seeds": [0], "images": 200, "test_images": 4},
+            sections=tuple(s for s in SECTIONS if s != "demo"), quick=True, name="tiny",
+        )  # fmt: skip
 
 
 def _log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _headline_row(rows: list[dict], shape: str, batch: int) -> dict | None:
-    for r in rows:
-        if r["model"] == shape and r["batch"] == batch:
-            return r
-    return rows[-1] if rows else None
+def _find_row(rows: list[dict], name: str, batch: int) -> dict:
+    return next((r for r in rows if r["model"] == name and r["batch"] == batch), {})
+
+
+class _Run:
+    """One suite run: a method per section, each returning that section's results."""
+
+    def __init__(
+        self, cfg: SuiteConfig, log: Callable[[str], None], bridge: bool, out: Path | None
+    ):
+        self.cfg, self.log, self.bridge, self.out = cfg, log, bridge, out
+        self._models: tuple[Any, Any] | None = None
+
+    @property
+    def models(self) -> tuple[Any, Any]:
+        """``(captioner, bridge twin)``, built on first use (it counts to that section)."""
+        if self._models is None:
+            from mlx_caption.bench.encoder import encoder_config
+            from mlx_caption.bench.models import build_captioner
+
+            cfg = self.cfg
+            vision = cfg.encoder_configs.get(cfg.vision) or encoder_config(cfg.vision)
+            self.log("building the captioner (MLX) and its bridge twin")
+            self._models = build_captioner(
+                vision, cfg.decoder, vocab_size=cfg.vocab_size, bridge=self.bridge
+            )
+        return self._models
+
+    def encoder(self) -> dict[str, Any]:
+        from mlx_caption.bench import encoder as enc
+
+        cfg = self.cfg
+        shapes = cfg.encoder
+        if shapes is None:
+            budget = None if _on_gpu() else enc.CPU_GFLOP_BUDGET
+            shapes = {name: list(ENCODER_BATCHES) for name in enc.zoo_shapes(budget)}
+        rows, half = [], []
+        for name, batches in shapes.items():
+            shape_cfg = cfg.encoder_configs.get(name) or enc.encoder_config(name)
+            repeats = cfg.timing.repeats
+            if enc.vit_flops(shape_cfg) / 1e9 > LARGE_GFLOP:
+                repeats = min(repeats, cfg.large_repeats)
+            self.log(f"encoder {name} ({enc.shape_label(shape_cfg)}) batches {batches}")
+            timing = dataclasses.replace(cfg.timing, repeats=repeats)
+            rows += enc.bench_encoder(
+                name, batches, cfg=shape_cfg, timing=timing, peak_size=cfg.peak_size,
+                bridge=self.bridge,
+            )  # fmt: skip
+            half.append(enc.bench_half(name, max(batches), cfg=shape_cfg, bridge=self.bridge))
+        head = _find_row(rows, *cfg.headline)
+        ratios = [r["ratio"] for r in rows if "ratio" in r]
+        return {
+            "model": head.get("model"),
+            "batch": head.get("batch"),
+            "dtype": "float32",
+            "mlx_images_per_s": head.get("mlx_images_per_s"),
+            "bridge_images_per_s": head.get("bridge_images_per_s"),
+            "ratio": head.get("ratio"),
+            "mlx_peak_fraction": head.get("mlx_peak_fraction"),
+            "peak_gflops": head.get("peak_gflops"),
+            "min_ratio": min(ratios) if ratios else None,
+            "peak_row": _find_row(rows, *cfg.peak_row) or None,
+            "rows": rows,
+            "half": half,
+        }
+
+    def e2e(self) -> dict[str, Any]:
+        c = self.cfg
+        self.log(f"end to end, batch {c.e2e_batch}, beam-{c.num_beams}, {c.tokens} tokens")
+        return e2e.bench_e2e(*self.models, batch=c.e2e_batch, num_beams=c.num_beams, length=c.tokens, timing=c.timing)  # fmt: skip
+
+    def decode(self) -> dict[str, Any]:
+        self.log("decoding: KV cache against recompute")
+        c = self.cfg
+        return decode.bench_kv_cache(self.models[0], images=c.decode_images, rows_per_image=c.num_beams, length=c.tokens, timing=c.timing)  # fmt: skip
+
+    def train(self) -> dict[str, Any]:
+        c = self.cfg
+        self.log(f"training, batch {c.train_batch}: {', '.join(c.train_modes)}")
+        return train.bench_train(*self.models, batch=c.train_batch, length=c.tokens, timing=c.train_timing, modes=c.train_modes)  # fmt: skip
+
+    def torch(self) -> dict[str, Any]:
+        from mlx_caption.bench import scripts
+
+        cfg = self.cfg
+        if not self.bridge:
+            return {"skipped": "needs torch (and --no-bridge was not given)"}
+        if scripts.load_script("torch_twin") is None:
+            return {"skipped": f"{scripts.script_path('torch_twin')} not found"}
+        self.log(f"training against the PyTorch twin: batches {list(cfg.torch_batches)}")
+        model, bridge_model = self.models
+        out = train.bench_train_torch(
+            model, batches=cfg.torch_batches, length=cfg.tokens, timing=cfg.train_timing,
+            torch_compile=cfg.torch_compile,
+        )  # fmt: skip
+        self.log(f"fine-tuning against the PyTorch twin: batch {cfg.finetune_batch}")
+        out["finetune"] = train.bench_finetune_torch(
+            model, bridge_model, batch=cfg.finetune_batch, length=cfg.tokens,
+            timing=cfg.train_timing,
+        )  # fmt: skip
+        return out
+
+    def memory(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.log(f"fine-tuning peak memory with and without checkpointing: {cfg.memory_batches}")
+        out = train.checkpoint_memory(self.models[0], batches=cfg.memory_batches, length=cfg.tokens)
+        out["fractions"] = {str(r["batch"]): r["fraction"] for r in out["rows"]}
+        return out
+
+    def data(self) -> dict[str, Any]:
+        from mlx_caption.bench.data import bench_data
+
+        self.log("data: mlx-data stream against a Pillow loop")
+        return bench_data(**self.cfg.data)
+
+    def captioners(self) -> dict[str, Any]:
+        from mlx_caption.bench.captioners import bench_captioners
+
+        cfg = self.cfg
+        if not self.bridge:
+            return {"skipped": "transformers' generate is the other side: needs torch"}
+        self.log(f"pretrained captioners against transformers: {', '.join(cfg.captioners)}")
+        return bench_captioners(
+            cfg.captioners, batches=cfg.captioner_batches, num_beams=cfg.num_beams,
+            tokens=cfg.tokens, timing=cfg.captioner_timing, configs=cfg.captioner_configs,
+            log=self.log,
+        )  # fmt: skip
+
+    def demo(self) -> dict[str, Any]:
+        from mlx_caption.bench.demo import bench_demo
+
+        demo = self.cfg.demo
+        self.log(f"demo: {demo['steps']} steps, seeds {demo['seeds']}")
+        return bench_demo(**demo, out_dir=None if self.out is None else self.out / "demo")
+
+    def profile(self) -> dict[str, Any]:
+        from mlx_caption.bench.profile import capture_metal_trace, profile_stages
+
+        cfg = self.cfg
+        self.log("profile: per-stage breakdown")
+        model = self.models[0]
+        prof = profile_stages(
+            model, batch=cfg.profile_batch, num_beams=cfg.num_beams, length=cfg.tokens,
+            repeats=max(1, cfg.timing.repeats // 2),
+        )  # fmt: skip
+        if self.out is not None:
+            prof["metal"] = capture_metal_trace(model, self.out)
+            self.log(f"metal trace: {prof['metal']}")
+        return prof
+
+
+def _on_gpu() -> bool:
+    from mlx_caption import backend
+
+    return backend.on_gpu()
 
 
 def run_suite(
@@ -153,9 +293,8 @@ def run_suite(
 
     With ``cfg.profile`` and an ``out_dir``, a Metal GPU trace is written there on a Mac.
     """
-    import mlx_caption.bench.encoder as enc_mod
     from mlx_caption.bench import report
-    from mlx_caption.bench.system import system_info
+    from mlx_caption.bench.system import system_info, torch_threads
     from mlx_caption.bridge import torch_available
 
     start = time.perf_counter()
@@ -170,145 +309,23 @@ def run_suite(
         "run": cfg.name,
         "bridge": bridge,
         "config": {
-            k: (str(v) if isinstance(v, (CLIPVisionConfig, DecoderConfig)) else v)
+            k: (str(v) if not isinstance(v, (int, float, str, bool, list, tuple, dict)) else v)
             for k, v in dataclasses.asdict(cfg).items()
             if k not in ("encoder_configs", "captioner_configs")
         },
     }
-
-    # Each section runs until the next one starts (model building counts to the next section).
-    section_start: dict[str, float] = {}
-
-    def begin(section: str, message: str | None = None) -> None:
-        section_start[section] = time.perf_counter()
-        if message:
-            log(message)
-
-    if "encoder" in cfg.sections:
-        begin("encoder")
-        rows, half = [], []
-        for shape, batches in cfg.encoder.items():
-            log(f"encoder {shape} batches {batches}")
-            shape_cfg = cfg.encoder_configs.get(shape) or enc_mod.encoder_shape(shape)
-            rows += enc_mod.bench_encoder(
-                shape,
-                batches,
-                cfg=shape_cfg,
-                repeats=cfg.encoder_repeats.get(shape, cfg.repeats),
-                warmup=cfg.warmup,
-                peak_size=cfg.peak_size,
-                bridge=bridge,
-            )
-            half.append(enc_mod.bench_half(shape, max(batches), cfg=shape_cfg))
-        head = _headline_row(rows, *cfg.headline) or {}
-        results["encoder"] = {
-            "model": head.get("model"),
-            "batch": head.get("batch"),
-            "dtype": "float32",
-            "mlx_images_per_s": head.get("mlx_images_per_s"),
-            "bridge_images_per_s": head.get("bridge_images_per_s"),
-            "ratio": head.get("ratio"),
-            "mlx_peak_fraction": head.get("mlx_peak_fraction"),
-            "peak_gflops": head.get("peak_gflops"),
-            "rows": rows,
-            "half": half,
-        }
-
-    needs_model = {"e2e", "decode", "train"} & set(cfg.sections) or cfg.profile
-    model = bridge_model = None
-    if needs_model:
-        from mlx_caption.bench.models import build_captioner
-
-        vision = (
-            cfg.vision if isinstance(cfg.vision, CLIPVisionConfig) else enc_mod.SHAPES[cfg.vision]
-        )
-        log("building the captioner (MLX) and its bridge twin")
-        model, bridge_model = build_captioner(
-            vision, cfg.decoder, vocab_size=cfg.vocab_size, bridge=bridge
-        )
-
-    if "e2e" in cfg.sections:
-        begin(
-            "e2e", f"end to end, batch {cfg.e2e_batch}, beam-{cfg.num_beams}, {cfg.tokens} tokens"
-        )
-        from mlx_caption.bench.e2e import bench_e2e
-
-        results["e2e"] = bench_e2e(
-            model,
-            bridge_model,
-            batch=cfg.e2e_batch,
-            num_beams=cfg.num_beams,
-            length=cfg.tokens,
-            repeats=cfg.repeats,
-            warmup=cfg.warmup,
-        )
-
-    if "decode" in cfg.sections:
-        begin("decode", "decoding: KV cache against recompute")
-        from mlx_caption.bench.decode import bench_kv_cache
-
-        results["decode"] = bench_kv_cache(
-            model,
-            images=cfg.decode_images,
-            rows_per_image=cfg.num_beams,
-            length=cfg.tokens,
-            repeats=cfg.repeats,
-            warmup=cfg.warmup,
-        )
-
-    if "train" in cfg.sections:
-        begin("train", f"training, batch {cfg.train_batch}: {', '.join(cfg.train_modes)}")
-        from mlx_caption.bench.train import bench_train
-
-        results["train"] = bench_train(
-            model,
-            bridge_model,
-            batch=cfg.train_batch,
-            length=cfg.tokens,
-            repeats=cfg.train_repeats,
-            warmup=cfg.warmup,
-            modes=cfg.train_modes,
-        )
-
-    if "data" in cfg.sections:
-        begin("data", "data: mlx-data stream against a Pillow loop")
-        from mlx_caption.bench.data import bench_data
-
-        results["data"] = bench_data(**cfg.data)
-
-    if "captioners" in cfg.sections:
-        if bridge:
-            begin("captioners", f"pretrained captioners against transformers: {cfg.captioners}")
-            from mlx_caption.bench.captioners import bench_captioners
-
-            results["captioners"] = bench_captioners(
-                cfg.captioners, batches=cfg.captioner_batches, num_beams=cfg.num_beams,
-                tokens=cfg.tokens, repeats=cfg.captioner_repeats, warmup=cfg.warmup,
-                configs=cfg.captioner_configs, log=log,
-            )  # fmt: skip
-        else:
-            log("captioners: skipped (transformers' generate is the other side; needs torch)")
-
-    if cfg.profile:
-        begin("profile", "profile: per-stage breakdown")
-        from mlx_caption.bench.profile import profile_stages
-
-        results["profile"] = profile_stages(
-            model,
-            batch=cfg.profile_batch,
-            num_beams=cfg.num_beams,
-            length=cfg.tokens,
-            repeats=max(1, cfg.repeats // 2),
-        )
-        if out_dir is not None:
-            from mlx_caption.bench.profile import capture_metal_trace
-
-            results["profile"]["metal"] = capture_metal_trace(model, Path(out_dir))
-            log(f"metal trace: {results['profile']['metal']}")
+    run = _Run(cfg, log, bridge, None if out_dir is None else Path(out_dir))
+    # Each section runs until the next one starts (model building counts to the section that
+    # first needs the model).
+    section_seconds: dict[str, float] = {}
+    for section in [s for s in SECTIONS if s in cfg.sections] + (
+        ["profile"] if cfg.profile else []
+    ):
+        begun = time.perf_counter()
+        results[section] = getattr(run, section)()
+        section_seconds[section] = time.perf_counter() - begun
 
     if bridge:
-        from mlx_caption.bench.system import torch_threads
-
         # The bridge sets torch's thread count when it is built: report what it ran with.
         results["system"]["threads"]["torch"] = torch_threads()
     results["goals"] = report.goals(results)
@@ -317,10 +334,7 @@ def run_suite(
     except OSError:
         results["load_end"] = None
     results["elapsed_s"] = time.perf_counter() - start
-    marks = sorted(section_start.items(), key=lambda kv: kv[1]) + [("end", time.perf_counter())]
-    results["section_seconds"] = {
-        name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])
-    }
+    results["section_seconds"] = section_seconds
     return results
 
 

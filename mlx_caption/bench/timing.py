@@ -15,6 +15,20 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 
+@dataclass(frozen=True)
+class TimingOptions:
+    """How every section times its figures: warm-up calls, timed repeats (the median is
+    kept) and the seed of its random inputs and weights."""
+
+    repeats: int = 5
+    warmup: int = 1
+    seed: int = 0
+
+
+DEFAULT_TIMING = TimingOptions()
+TRAIN_TIMING = TimingOptions(repeats=3)  # training steps cost seconds each
+
+
 @dataclass
 class Timing:
     """Seconds per call: the median and every repeat."""

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Benchmark pure MLX against the PyTorch bridge (encoder, captioning, decoding, training, "
-    "data) and against transformers' generate (pretrained captioners)."
+    "Benchmark pure MLX against PyTorch (encoders, captioning, decoding, training, memory, "
+    "data, the demo) and against transformers' generate (pretrained captioners)."
 )
 
-SECTION_NAMES = ("encoder", "e2e", "decode", "train", "data", "captioners")
+# bench.suite.SECTIONS (repeated so that parsing the command line imports nothing heavy).
+SECTION_NAMES = (
+    "encoder", "e2e", "decode", "train", "torch", "memory", "data", "captioners", "demo"
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repeats and shapes (about 3 min on 2 cores)"
+        "--quick",
+        action="store_true",
+        help="the goals' shapes only, fewer repeats, no demo (a few minutes on 2 cores)",
     )
     parser.add_argument(
         "--out", default="benchmarks/results", help="folder for the JSON, markdown and PNG"
@@ -71,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats is not None:
         if args.repeats < 1:
             raise UserError("--repeats must be at least 1")
-        changes["repeats"] = args.repeats
-        changes["train_repeats"] = args.repeats
-        changes["captioner_repeats"] = args.repeats
-        changes["encoder_repeats"] = {}
+        changes["timing"] = dataclasses.replace(cfg.timing, repeats=args.repeats)
+        changes["train_timing"] = dataclasses.replace(cfg.train_timing, repeats=args.repeats)
+        changes["captioner_timing"] = dataclasses.replace(
+            cfg.captioner_timing, repeats=args.repeats
+        )
+        changes["large_repeats"] = args.repeats
     cfg = dataclasses.replace(cfg, **changes)
     results = run_and_write(cfg, args.out, bridge=not args.no_bridge)
     report = markdown(results)

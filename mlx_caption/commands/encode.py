@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import mlx.core as mx
     import numpy as np
 
+    from mlx_caption import backend
     from mlx_caption.commands import print_json
     from mlx_caption.data.preprocess import load_image, preprocess_image
     from mlx_caption.errors import UserError
@@ -51,12 +52,10 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
         batch = np.stack([preprocess_image(load_image(p), cfg) for p in paths])
-        result = model(mx.array(batch))
-        for name, values in outputs.items():
-            value = getattr(result, name)  # no pooler_output without a pooling head
-            if value is not None:
-                values.append(value.astype(mx.float32))
-                mx.eval(values[-1])
+        result = backend.split_eval(_outputs(model), mx.array(batch))
+        for name, value in result.items():
+            outputs[name].append(value.astype(mx.float32))
+            mx.eval(outputs[name][-1])
     arrays = {name: mx.concatenate(values) for name, values in outputs.items() if values}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.safetensors")
@@ -73,3 +72,15 @@ def run(args: argparse.Namespace) -> int:
         shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in arrays.items())
         print(f"wrote {out}: {shapes}")
     return 0
+
+
+def _outputs(model):
+    """The encoder's outputs written to the file: the token grid, and the pooler output when
+    the encoder has one (a DINOv2 or ViT without its pooler has none)."""
+
+    def outputs(pixels):
+        out = model(pixels)
+        found = {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+        return {name: value for name, value in found.items() if value is not None}
+
+    return outputs

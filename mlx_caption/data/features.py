@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mlx_caption import backend
 from mlx_caption.data.preprocess import PreprocessConfig
 from mlx_caption.data.sources import ImageValidator, Record
 from mlx_caption.errors import UserError
@@ -193,7 +194,9 @@ class FeatureCache:
                 "complete": False,
             }
         shard_size = manifest["shard_size"]  # a resumed build keeps its shard layout
-        encode = encode_fn or (lambda px: encoder(px).last_hidden_state)
+        encode = encode_fn or (
+            lambda px: backend.split_eval(lambda x: encoder(x).last_hidden_state, px)
+        )
         n_shards = -(-len(paths) // shard_size)
         todo = [k for k in range(n_shards) if str(k) not in manifest["shards"]]
         bar = None

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_map
 from PIL import Image
 
+from mlx_caption import backend
 from mlx_caption.data.preprocess import load_image, preprocess_image
 from mlx_caption.errors import UserError
 from mlx_caption.generate.beams import Hypothesis
@@ -114,7 +116,12 @@ def generate(
         options["strategy"] = strategy
     cfg = cfg.replace(**options)
     with eval_mode(model):
-        image_tokens = model.encode(mx.array(pixels))
+        pixels = mx.array(pixels)
+        # An MLX captioner's encoder runs split over the CPU's cores (a no-op on a GPU).
+        if isinstance(model, nn.Module):
+            image_tokens = backend.split_eval(model.encode, pixels)
+        else:
+            image_tokens = model.encode(pixels)
     return decode(model.decoder, image_tokens, tokenizer, cfg)
 
 

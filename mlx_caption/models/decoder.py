@@ -189,10 +189,18 @@ class TextDecoder(nn.Module):
         return logits, mx.mean(mx.stack(maps), axis=(0, 2))
 
     def logits(self, hidden: mx.array) -> mx.array:
-        """Vocabulary logits of final hidden states."""
+        """Vocabulary logits of final hidden states.
+
+        The rows are flattened into one matrix and the bias goes into the matmul (``addmm``):
+        one GEMM over every position instead of one per batch row, and no separate pass over
+        the ``(rows, vocab)`` logits to add it.
+        """
+        flat = hidden.reshape(-1, hidden.shape[-1])
         if self.config.tie_embeddings:
-            return self.embed_tokens.as_linear(hidden) + self.output_bias
-        return self.lm_head(hidden)
+            out = mx.addmm(self.output_bias, flat, self.embed_tokens.weight.T)
+        else:
+            out = self.lm_head(flat)
+        return out.reshape(*hidden.shape[:-1], out.shape[-1])
 
     def __call__(
         self,

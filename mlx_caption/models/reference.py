@@ -87,9 +87,11 @@ def forward(model: Any, pixels: np.ndarray, **kwargs: Any) -> Any:
     """The torch model's output for NHWC float pixels (an NCHW view of the same buffer).
 
     Positions are resized to the input's grid where the model asks to be told
-    (``interpolate_pos_encoding``; DINOv2 always resizes), as the MLX encoders do.
+    (``interpolate_pos_encoding``; DINOv2 always resizes), as the MLX encoders do. The pixels
+    move to the model's device and dtype (CUDA, half precision).
     """
     x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
+    x = x.to(model.device, model.dtype)
     if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
         kwargs.setdefault("interpolate_pos_encoding", True)
     with torch.inference_mode():

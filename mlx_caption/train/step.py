@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -23,25 +23,30 @@ from mlx_caption import backend
 from mlx_caption.tokens import NO_TOKEN
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.distributed import World
+from mlx_caption.train.loss import cross_entropy
 
 # ----------------------------------------------------------------------------- loss
 
 
 def caption_loss(
-    logits: mx.array, targets: mx.array, label_smoothing: float = 0.0
+    logits: mx.array,
+    targets: mx.array,
+    label_smoothing: float = 0.0,
+    streams: Sequence[mx.Stream] = (),
 ) -> tuple[mx.array, mx.array, mx.array]:
     """Summed cross-entropy over the real targets (not :data:`~mlx_caption.tokens.NO_TOKEN`
     padding), the number of those, and how many are right.
 
     ``logits`` (B, L, V), ``targets`` (B, L) int. Returns sums (not means) so that ranks and
     batches can be combined exactly: mean loss = sum / count, token accuracy = correct / count.
+    The loss is :func:`~mlx_caption.train.loss.cross_entropy` (its rows split over
+    ``streams`` when given).
     """
     real = targets != NO_TOKEN
     mask = real.astype(mx.float32)
     targets = mx.where(real, targets, 0)  # any id: masked out below
-    ce = nn.losses.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    correct = (mx.argmax(logits, axis=-1) == targets).astype(mx.float32) * mask
-    return (ce * mask).sum(), mask.sum(), correct.sum()
+    ce, correct = cross_entropy(logits, targets, label_smoothing, streams=streams)
+    return (ce * mask).sum(), mask.sum(), (correct * mask).sum()
 
 
 def shifted(tokens: mx.array) -> tuple[mx.array, mx.array]:
@@ -126,6 +131,12 @@ class TrainStep:
         world = self.world
         # Optimizer state must exist before compiling: the compiled function captures it.
         optimizer.init(model.trainable_parameters())
+        split = cpu_streams > 1 and not backend.on_gpu()
+        # A step on one stream still spreads the loss over the vocabulary (its largest
+        # element-wise work) over the CPU's cores; a split step already has a core per chunk.
+        loss_streams = (
+            () if split or backend.on_gpu() else backend.cpu_streams(backend.default_parts())
+        )
 
         def loss_fn(model, images, tokens, n_global):
             logits, targets = teacher_forced(
@@ -135,7 +146,7 @@ class TrainStep:
                 from_features=from_features,
                 captions_per_image=captions_per_image,
             )
-            total, count, correct = caption_loss(logits, targets, label_smoothing)
+            total, count, correct = caption_loss(logits, targets, label_smoothing, loss_streams)
             # x size: average_gradients divides by size; the result is the global mean's grad.
             return total / n_global * world.size, (total, correct)
 
@@ -171,7 +182,7 @@ class TrainStep:
 
         self.state = [model.state, optimizer.state, mx.random.state]
         maybe_compile = (lambda f, **kw: mx.compile(f, **kw)) if compile else (lambda f, **kw: f)
-        self.cpu_streams = cpu_streams if cpu_streams > 1 and not backend.on_gpu() else 1
+        self.cpu_streams = cpu_streams if split else 1
         if self.cpu_streams == 1:
             self._step: Callable = maybe_compile(step, inputs=self.state, outputs=self.state)
             return
