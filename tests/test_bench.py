@@ -29,16 +29,24 @@ def test_vit_flops_counts_matmuls():
     assert 3.9 * vit_flops(b32) < vit_flops(b16) < 4.1 * vit_flops(b32)
 
 
-def test_zoo_shapes_one_per_architecture_within_the_budget():
+def test_zoo_shapes_one_per_family_and_architecture_within_the_budget():
     shapes = zoo_shapes()
-    # LAION's ViT-B/32 is OpenAI's shape; ViT-L/14 at 336 px is over the CPU budget.
+    # LAION's ViT-B/32 is OpenAI's shape, SigLIP 2's and the other resolutions are SigLIP's,
+    # DINOv2 with registers is DINOv2's; of the large towers only CLIP's ViT-L/14 is kept.
     assert list(shapes) == [
         "clip-vit-base-patch32",
         "clip-vit-base-patch16",
         "clip-vit-large-patch14",
+        "siglip-base-patch16-224",
+        "dinov2-small",
+        "dinov2-base",
+        "vit-base-patch16-224-in21k",
     ]
     assert all(getattr(c, "projection_dim", None) is None for c in shapes.values())
-    assert "clip-vit-large-patch14-336" in zoo_shapes(max_gflop=None)
+    assert not shapes["siglip-base-patch16-224"].vision_use_head
+    every = zoo_shapes(max_gflop=None, large_gflop=None)
+    assert {"siglip-large-patch16-256", "dinov2-large", "siglip-so400m-patch14-384"} <= set(every)
+    assert "clip-vit-large-patch14-336" not in every  # ViT-L/14's architecture at 336 px
     with pytest.raises(ValueError, match="no encoder"):
         encoder_config("nope")
 

@@ -28,9 +28,6 @@ from mlx_caption.models.decoder import DecoderConfig
 SECTIONS = ("encoder", "e2e", "decode", "train", "torch", "memory", "data", "captioners", "demo")
 VIT_B32, VIT_B16 = "clip-vit-base-patch32", "clip-vit-base-patch16"
 ENCODER_BATCHES = [1, 8, 32]
-# Shapes costlier than this per image (GFLOP) are timed with fewer repeats (ViT-L/14: over
-# half a minute per batch of 32 on each side).
-LARGE_GFLOP = 50.0
 
 
 @dataclass
@@ -44,7 +41,7 @@ class SuiteConfig:
     headline: tuple[str, int] = (VIT_B32, 32)
     peak_row: tuple[str, int] = (VIT_B16, 32)  # the matmul-peak goal's shape and batch
     timing: TimingOptions = TimingOptions()
-    large_repeats: int = 3  # timed repeats for shapes over LARGE_GFLOP per image
+    large_repeats: int = 2  # timed repeats for shapes over bench.encoder.LARGE_GFLOP per image
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / torch / memory / profile
     vision: str = VIT_B32
@@ -160,13 +157,13 @@ class _Run:
         cfg = self.cfg
         shapes = cfg.encoder
         if shapes is None:
-            budget = None if _on_gpu() else enc.CPU_GFLOP_BUDGET
-            shapes = {name: list(ENCODER_BATCHES) for name in enc.zoo_shapes(budget)}
+            limits = (None, None) if _on_gpu() else (enc.CPU_GFLOP_BUDGET, enc.LARGE_GFLOP)
+            shapes = {name: list(ENCODER_BATCHES) for name in enc.zoo_shapes(*limits)}
         rows, half = [], []
         for name, batches in shapes.items():
             shape_cfg = cfg.encoder_configs.get(name) or enc.encoder_config(name)
             repeats = cfg.timing.repeats
-            if enc.vit_flops(shape_cfg) / 1e9 > LARGE_GFLOP:
+            if enc.vit_flops(shape_cfg) / 1e9 > enc.LARGE_GFLOP:
                 repeats = min(repeats, cfg.large_repeats)
             self.log(f"encoder {name} ({enc.shape_label(shape_cfg)}) batches {batches}")
             timing = dataclasses.replace(cfg.timing, repeats=repeats)
