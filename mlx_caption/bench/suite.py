@@ -335,13 +335,46 @@ def run_suite(
     return results
 
 
+def merge_sections(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with the sections it did not run taken from an ``earlier`` results dict
+    (say, the demo's fixed-step quality figures beside a re-measured timing run). Each taken
+    section is listed under ``merged`` with when that run was made and its machine's load,
+    and the goals are computed again over the whole."""
+    from mlx_caption.bench import report
+
+    merged = dict(results.get("merged", {}))
+    for section in SECTIONS:
+        if section in results or section not in earlier:
+            continue
+        results[section] = earlier[section]
+        source = earlier.get("merged", {}).get(section)
+        merged[section] = source or {
+            "time": earlier.get("system", {}).get("time"),
+            "run": earlier.get("run"),
+            "load_average": earlier.get("system", {}).get("load_average"),
+            "load_end": earlier.get("load_end"),
+        }
+    if merged:
+        results["merged"] = merged
+    results["goals"] = report.goals(results)
+    return results
+
+
 def run_and_write(
-    cfg: SuiteConfig, out_dir: str | Path, log: Callable[[str], None] = _log, bridge: bool = True
+    cfg: SuiteConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = _log,
+    bridge: bool = True,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_suite`, then the JSON, markdown and PNG files (and a Metal trace on a Mac)."""
+    """:func:`run_suite`, then the JSON, markdown and PNG files (and a Metal trace on a Mac);
+    with ``earlier`` (a results dict), the sections not run here are taken from it
+    (:func:`merge_sections`)."""
     from mlx_caption.bench import report
 
     results = run_suite(cfg, log=log, bridge=bridge, out_dir=out_dir)
+    if earlier:
+        results = merge_sections(results, earlier)
     stem = "bench" if cfg.name == "full" else f"bench_{cfg.name}"
     report.write_results(results, Path(out_dir), stem=stem)
     return results
