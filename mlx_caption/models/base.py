@@ -226,6 +226,20 @@ class VisionEncoder(nn.Module):
         return x, tuple(hidden) if hidden is not None else None
 
 
+def generation_defaults(generation: dict, default_max_new: int) -> tuple[int, bool]:
+    """``(max_new_tokens, early_stopping)`` of a captioner's ``generation_config.json`` dict.
+
+    transformers' ``max_length`` counts the start token, which ours do not; its
+    ``early_stopping="never"`` (a heuristic on the longest possible caption) reads as False.
+    """
+    max_new = default_max_new
+    if generation.get("max_new_tokens"):
+        max_new = int(generation["max_new_tokens"])
+    elif generation.get("max_length"):
+        max_new = int(generation["max_length"]) - 1
+    return max_new, generation.get("early_stopping", False) is True
+
+
 # ----------------------------------------------------------------------------- weights
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
-from mlx_caption.models.base import EncoderConfig
+from mlx_caption.models.base import EncoderConfig, generation_defaults
 
 MODEL_TYPE = "blip"
 ARCHITECTURE = "BlipForConditionalGeneration"
@@ -137,12 +137,5 @@ class BlipConfig:
         vision.preprocess = preprocess_config_from_hf(
             preprocessor or {}, blip_preprocess(vision.image_size)
         )
-        generation = generation or {}
-        max_new = DEFAULT_MAX_NEW_TOKENS
-        if generation.get("max_new_tokens"):
-            max_new = int(generation["max_new_tokens"])
-        elif generation.get("max_length"):
-            max_new = int(generation["max_length"]) - 1  # transformers counts [DEC]
-        # transformers' "never" (a heuristic on the longest possible caption) reads as False.
-        early = generation.get("early_stopping", False) is True
+        max_new, early = generation_defaults(generation or {}, DEFAULT_MAX_NEW_TOKENS)
         return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)

@@ -93,9 +93,18 @@ def generate(
             output_scores=return_scores,
             **options,
         )
+    return generated_ids(out, len(prefix), end, return_scores)
+
+
+def generated_ids(
+    out: Any, prompt_length: int, end: int, return_scores: bool
+) -> list[list[int]] | tuple[list[list[int]], list[float] | None]:
+    """The generated ids of each of ``generate``'s sequences (``out``: its dict output), the
+    first ``prompt_length`` left out, cut after the first ``end``; with ``return_scores`` also
+    the sequence scores (None but for beams)."""
     rows = []
     for row in out.sequences.numpy().tolist():
-        generated = row[len(prefix) :]
+        generated = row[prompt_length:]
         rows.append(generated[: generated.index(end) + 1] if end in generated else generated)
     if return_scores:
         scores = getattr(out, "sequences_scores", None)  # beam search only
