@@ -8,14 +8,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlx_caption.models.base import generation_defaults, vision_section
+from mlx_caption.models.base import PretrainedCaptionerConfig, vision_section
 from mlx_caption.models.clip.config import CLIPVisionConfig
 
 MODEL_TYPE = "git"
-ARCHITECTURE = "GitForCausalLM"
-# transformers' GenerationConfig default (max_length=20) counts the [CLS] start token; ours
-# counts generated tokens only, so a caption gets the same 19 by default.
-DEFAULT_MAX_NEW_TOKENS = 19
 
 
 @dataclass
@@ -60,64 +56,29 @@ class GitTextConfig:
 
 
 @dataclass
-class GitConfig:
+class GitConfig(PretrainedCaptionerConfig):
     """A GIT captioner: image encoder, text decoder, preprocessing and generation defaults."""
+
+    MODEL_TYPE = MODEL_TYPE
+    ARCHITECTURE = "GitForCausalLM"
+    VISION = GitVisionConfig
+    TEXT = GitTextConfig
 
     vision: GitVisionConfig = field(default_factory=GitVisionConfig)
     text: GitTextConfig = field(default_factory=GitTextConfig)
-    # generate()'s defaults: transformers' (or the checkpoint's generation_config.json).
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    early_stopping: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GitConfig:
-        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
-        return cls(
-            vision=GitVisionConfig.from_dict(data.get("vision", {})),
-            text=GitTextConfig.from_dict(data.get("text", {})),
-            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-            early_stopping=bool(data.get("early_stopping", False)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_type": MODEL_TYPE,
-            "architecture": ARCHITECTURE,
-            "vision": self.vision.to_dict(),
-            "text": self.text.to_dict(),
-            "max_new_tokens": self.max_new_tokens,
-            "early_stopping": self.early_stopping,
-        }
-
-    @classmethod
-    def from_hf(
-        cls,
-        config: dict,
-        preprocessor: dict | None = None,
-        generation: dict | None = None,
-        weight_names: Collection[str] = (),
-    ) -> GitConfig:
-        """From a Hugging Face ``config.json`` (``GitConfig``), ``preprocessor_config.json``
-        and ``generation_config.json`` dicts; what they leave out takes transformers' defaults.
-
-        Only the captioning architecture on single images is read: ``GitModel`` (no LM head),
-        video checkpoints (``num_image_with_embedding``) and tied output embeddings are
-        refused.
-        """
-        if config.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"not a GIT checkpoint: model_type={config.get('model_type')!r}")
-        architectures = config.get("architectures") or [ARCHITECTURE]
-        if ARCHITECTURE not in architectures:
-            raise ValueError(
-                f"GIT checkpoint of architecture {architectures}: only {ARCHITECTURE} "
-                "(image captioning) is supported"
-            )
+    def read_hf(
+        cls, config: dict, preprocessor: dict, generation: dict, weight_names: Collection[str]
+    ) -> tuple[GitVisionConfig, GitTextConfig]:
+        """``GitConfig``'s ``vision_config`` and its top-level text fields (the special ids
+        from ``generation_config.json`` where it has them). Video checkpoints
+        (``num_image_with_embedding``) and tied output embeddings are refused."""
         if config.get("num_image_with_embedding") is not None:
             raise ValueError("GIT video checkpoints (num_image_with_embedding) are not supported")
         if config.get("tie_word_embeddings", False):
             raise ValueError("GIT with tied output embeddings is not supported")
         vision = GitVisionConfig.from_hf(config, preprocessor, weight_names)
-        generation = generation or {}
         text = GitTextConfig.from_dict(config)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = generation.get(name, getattr(text, name))
@@ -126,5 +87,4 @@ class GitConfig:
                     raise ValueError(f"GIT with several {name}s {value} is not supported")
                 value = value[0]
             setattr(text, name, int(value))
-        max_new, early = generation_defaults(generation, DEFAULT_MAX_NEW_TOKENS)
-        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
+        return vision, text

@@ -144,7 +144,9 @@ class GitForCausalLM(CaptionerParts):
         maps = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            x, weights = layer(x, memory[i], mask, cache, return_attention)
+            x, weights = layer(
+                x, memory[i], mask=mask, cache=cache, return_weights=return_attention
+            )
             maps.append(weights)
         logits = self.output(x)
         if not return_attention:

@@ -14,9 +14,15 @@ import torch
 import transformers
 
 from mlx_caption.models.base import hf_state
-from mlx_caption.models.blip.reference import generated_ids, pixel_values
+from mlx_caption.models.blip.reference import (
+    generated_ids,
+    max_abs_diff,
+    pixel_values,
+    random_inputs,
+)
 from mlx_caption.models.git.config import GitConfig
 from mlx_caption.models.git.model import PATCH_KEY, _hf_key_to_ours
+from mlx_caption.models.reference import load_hf_model, random_hf_model
 
 __all__ = ["compare", "generate", "hf_config", "load_model", "logits", "pixel_values"]
 
@@ -29,14 +35,12 @@ def hf_config(cfg: GitConfig) -> transformers.GitConfig:
 
 def random_model(cfg: GitConfig, seed: int = 0) -> Any:
     """A randomly initialised ``GitForCausalLM`` of this shape, in eval mode."""
-    torch.manual_seed(seed)
-    return transformers.GitForCausalLM(hf_config(cfg)).eval()
+    return random_hf_model(transformers.GitForCausalLM, hf_config(cfg), seed)
 
 
 def load_model(folder: str | Path, cfg: GitConfig | None = None) -> Any:
     """The source checkpoint as transformers loads it, in eval mode, float32."""
-    model_class = transformers.GitForCausalLM
-    return model_class.from_pretrained(str(folder), dtype=torch.float32).eval()
+    return load_hf_model(transformers.GitForCausalLM, folder)
 
 
 def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str, np.ndarray]:
@@ -61,36 +65,20 @@ def generate(
 
     ``options`` are ``GenerationConfig`` fields (``num_beams``, ``max_new_tokens``, ...).
     """
-    ids = torch.tensor([prefix] * len(pixels), dtype=torch.long)
-    with torch.inference_mode():
-        out = model.generate(
-            pixel_values=pixel_values(pixels),
-            input_ids=ids,
-            return_dict_in_generate=True,
-            output_scores=return_scores,
-            **options,
-        )
-    return generated_ids(out, len(prefix), model.config.eos_token_id, return_scores)
+    end = model.config.eos_token_id
+    return generated_ids(model, pixels, prefix, len(prefix), end, return_scores, **options)
 
 
 def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
-    """Largest absolute differences of the image tokens and the logits on a random input."""
-    cfg = mlx_model.config
-    rng = np.random.default_rng(seed)
-    size = cfg.vision.image_size
-    pixels = rng.standard_normal((2, size, size, 3)).astype(np.float32)
-    ids = np.array([[cfg.text.bos_token_id, *rng.integers(0, cfg.text.vocab_size, 7)]] * 2)
+    """Largest absolute differences of the image encoder's grid and the logits on a random
+    input."""
+    pixels, ids = random_inputs(mlx_model.config, seed)
     with torch.inference_mode():
-        ref_grid = hf_model.git.image_encoder(pixel_values=pixel_values(pixels))
-        ref_logits = logits(hf_model, pixels, ids)
+        ref_grid = hf_model.git.image_encoder(pixel_values=pixel_values(pixels)).last_hidden_state
     dtype = mlx_model.output.weight.dtype
     grid = mlx_model.encode_features(mx.array(pixels).astype(dtype))
     out = mlx_model(mlx_model.project(grid), mx.array(ids))
-
-    def diff(a: mx.array, b: np.ndarray) -> float:
-        return float(np.max(np.abs(np.array(a.astype(mx.float32)) - b)))
-
     return {
-        "image_tokens": diff(grid, ref_grid.last_hidden_state.numpy()),
-        "logits": diff(out, ref_logits),
+        "image_tokens": max_abs_diff(grid, ref_grid.numpy()),
+        "logits": max_abs_diff(out, logits(hf_model, pixels, ids)),
     }

@@ -16,6 +16,8 @@ output and feed-forward modules are reused here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -89,15 +91,12 @@ class GitDecoderLayer(nn.Module):
         return self.feed_forward(attention.output(attention.self.image_attention(x, kv), x))
 
     def __call__(
-        self,
-        x: mx.array,
-        image_kv: ImageKV,
-        mask: mx.array,
-        cache: KVCache | None = None,
-        return_attention: bool = False,
+        self, x: mx.array, image_kv: ImageKV, **options: Any
     ) -> tuple[mx.array, mx.array | None]:
+        """Text tokens' next hidden states (``options``: :class:`GitSelfAttention`'s mask,
+        cache and return_weights), and their attention weights over the image if asked."""
         attention = self.attention
-        h, weights = attention.self(x, image_kv, mask, cache, return_attention)
+        h, weights = attention.self(x, image_kv, **options)
         return self.feed_forward(attention.output(h, x)), weights
 
 
