@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_caption.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.dinov2 import Dinov2Config
+from mlx_caption.models.git import GitConfig, GitVisionConfig
 from mlx_caption.models.siglip import SiglipVisionConfig, siglip_preprocess
 from mlx_caption.models.vit import ViTConfig
 
@@ -142,6 +144,24 @@ def _blip(name: str, hub_id: str, description: str, published: Published, **visi
     return ZooEntry(name, hub_id, "blip", "captioner", description, make_config, published)
 
 
+def _git(name: str, description: str, imagenet: bool = False, **vision: Any) -> ZooEntry:
+    """A GIT captioner: ``vision`` holds what differs from CLIP ViT-B/16 at 224 px; the text
+    decoder is GIT's 6-layer BERT-base. Plain git-base ships ImageNet's mean and std, the
+    fine-tuned ones CLIP's. The GIT paper (Wang et al. 2022, arXiv:2205.14100) reports COCO
+    Karpathy-test scores of its largest model; scores of these base and large checkpoints
+    are not recorded here (``published`` None) until confirmed."""
+
+    def make_config() -> GitConfig:
+        v = GitVisionConfig(**vision)
+        if imagenet:
+            v.preprocess = dataclasses.replace(
+                v.preprocess, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+            )
+        return GitConfig(vision=v)
+
+    return ZooEntry(name, f"microsoft/{name}", "git", "captioner", description, make_config)
+
+
 ENTRIES: list[ZooEntry] = [
     _clip(
         "clip-vit-base-patch32", "openai/clip-vit-base-patch32",
@@ -227,6 +247,16 @@ ENTRIES: list[ZooEntry] = [
         "BLIP captioner, ViT-L/16 at 384 px + BERT-base decoder, COCO fine-tuned",
         Published(40.4, 136.7, _BLIP_PAPER.format(row="BLIP, 129M images, ViT-L")),
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+    ),
+    _git(
+        "git-base", "GIT captioner, CLIP ViT-B/16 + 6-layer BERT decoder, pretrained (10M images)",
+        imagenet=True,
+    ),
+    _git("git-base-coco", "GIT-base fine-tuned on COCO captions, 197 image tokens"),
+    _git("git-base-textcaps", "GIT-base fine-tuned on TextCaps (scene text), 197 image tokens"),
+    _git(
+        "git-large-coco", "GIT-large fine-tuned on COCO captions, CLIP ViT-L/14, 257 image tokens",
+        patch_size=14, **LARGE_MLP,
     ),
 ]  # fmt: skip
 

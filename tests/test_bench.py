@@ -117,7 +117,11 @@ def test_tiny_suite_structure(tiny_run):
     assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
     cap = res["captioners"]
     assert (cap["model"], cap["batch"], cap["same_captions"]) == ("blip-base", 2, True)
-    assert [r["batch"] for r in cap["rows"]] == [1, 2]
+    assert [(r["model"], r["family"], r["batch"]) for r in cap["rows"]] == [
+        ("blip-base", "blip", 1), ("blip-base", "blip", 2),
+        ("git-base-coco", "git", 1), ("git-base-coco", "git", 2),
+    ]  # fmt: skip
+    assert cap["min_ratio"] == min(r["ratio"] for r in cap["rows"] if r["batch"] == 2)
     for row in cap["rows"]:
         assert row["mlx_captions_per_s"] > 0 and row["transformers_captions_per_s"] > 0
         assert row["mlx_peak_memory_mb"] > 0 and row["tokens"] == 8

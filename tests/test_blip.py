@@ -336,8 +336,8 @@ def test_conversion_refusals_leave_nothing(hf_folder, tmp_path, capsys):
         json.dumps({**config, "architectures": ["BlipForQuestionAnswering"]})
     )
     refused(broken, "BlipForQuestionAnswering", "BlipForConditionalGeneration")
-    (broken / "config.json").write_text(json.dumps({**config, "model_type": "git"}))
-    refused(broken, "unsupported architecture", "'git'", "blip", "clip")
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "llava"}))
+    refused(broken, "unsupported architecture", "'llava'", "blip", "git", "clip")
 
 
 def test_verify_against_transformers(hf_folder, tmp_path, capsys):

@@ -10,6 +10,7 @@ import mlx.core as mx
 from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.captioner import CaptionerConfig
 from mlx_caption.models.decoder import DecoderConfig
+from mlx_caption.models.git import GitConfig, GitTextConfig, GitVisionConfig
 
 # Same shapes as zoo.DECODER_PRESETS (kept here so the benchmark does not depend on the zoo).
 DECODERS: dict[str, DecoderConfig] = {
@@ -27,6 +28,18 @@ TINY_BLIP = BlipConfig(
     text=BlipTextConfig(
         vocab_size=200, hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, bos_token_id=198,
+    ),
+)  # fmt: skip
+
+# A GIT of GIT's layout, tiny, likewise.
+TINY_GIT = GitConfig(
+    vision=GitVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=16,
+    ),
+    text=GitTextConfig(
+        vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=32, hidden_dropout_prob=0.0,
     ),
 )  # fmt: skip
 

@@ -22,6 +22,7 @@ torch.finetune.ratio                >= 1.0   fine-tuning ViT-B/32 end to end, ML
 memory.fractions.16                 <= 0.6   fine-tune peak memory, checkpointing / not, batch 16
 memory.fractions.32                 <= 0.6   fine-tune peak memory, checkpointing / not, batch 32
 captioners.ratio                    >= 1.5   pretrained captioner (BLIP-base, batch 8, beam 3, 20 tokens) MLX / transformers
+captioners.min_ratio                >= 1.5   every pretrained captioner (batch 8, beam 3, 20 tokens) MLX / transformers, lowest
 demo.min_pair_score                 >= 0.9   demo pair recall and precision at 1,400 steps, lowest seed
 """
 # (key, what, target, "min" | "max")

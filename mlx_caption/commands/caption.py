@@ -14,7 +14,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--model",
-        help="zoo captioner (blip-base, blip-large), converted or training-checkpoint folder, "
+        help="zoo captioner (blip-base, git-base-coco, ...), converted or training-checkpoint folder, "
         "or Hugging Face hub id",
     )
     which.add_argument("--checkpoint", dest="model", help="the same as --model")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Convert a Hugging Face checkpoint (hub id or folder: a CLIP encoder, a BLIP captioner) to "
-    "an MLX folder (safetensors; a captioner's tokenizer too)."
+    "Convert a Hugging Face checkpoint (hub id or folder: a CLIP encoder, a BLIP or GIT "
+    "captioner) to an MLX folder (safetensors; a captioner's tokenizer too)."
 )
 
 

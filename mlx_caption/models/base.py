@@ -226,6 +226,99 @@ class VisionEncoder(nn.Module):
         return x, tuple(hidden) if hidden is not None else None
 
 
+# transformers' GenerationConfig default (max_length=20) counts the start token; ours counts
+# generated tokens only, so a caption gets the same 19 by default.
+DEFAULT_MAX_NEW_TOKENS = 19
+
+
+@dataclass
+class PretrainedCaptionerConfig:
+    """What every pretrained captioner's config shares (BLIP's and GIT's are subclasses):
+    ``vision`` (its image side, an :class:`EncoderConfig`), ``text`` (its decoder's config,
+    Hugging Face field names) and the defaults of ``generate``, transformers' or the
+    checkpoint's ``generation_config.json``.
+
+    A subclass sets ``MODEL_TYPE`` and ``ARCHITECTURE`` (the one class of that model type it
+    reads), ``VISION`` and ``TEXT`` (the two config classes, each with ``from_dict`` and
+    ``to_dict``), redeclares ``vision`` and ``text`` with their defaults, and writes
+    ``from_hf``.
+    """
+
+    MODEL_TYPE: ClassVar[str] = ""
+    ARCHITECTURE: ClassVar[str] = ""
+    VISION: ClassVar[type] = EncoderConfig
+    TEXT: ClassVar[type] = dict
+
+    vision: Any = None
+    text: Any = None
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    early_stopping: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
+        return cls(
+            vision=cls.VISION.from_dict(data.get("vision", {})),
+            text=cls.TEXT.from_dict(data.get("text", {})),
+            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            early_stopping=bool(data.get("early_stopping", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.MODEL_TYPE,
+            "architecture": self.ARCHITECTURE,
+            "vision": self.vision.to_dict(),
+            "text": self.text.to_dict(),
+            "max_new_tokens": self.max_new_tokens,
+            "early_stopping": self.early_stopping,
+        }
+
+    @classmethod
+    def from_hf(
+        cls,
+        config: dict,
+        preprocessor: dict | None = None,
+        generation: dict | None = None,
+        weight_names: Collection[str] = (),
+    ) -> Any:
+        """From a Hugging Face ``config.json``, ``preprocessor_config.json`` and
+        ``generation_config.json`` dicts; what they leave out takes transformers' defaults.
+
+        Only ``ARCHITECTURE`` is read: other heads of the same ``model_type`` (question
+        answering, retrieval, a bare model) are refused, naming them.
+        """
+        if config.get("model_type") != cls.MODEL_TYPE:
+            raise ValueError(
+                f"not a {cls.MODEL_TYPE} checkpoint: model_type={config.get('model_type')!r}"
+            )
+        architectures = config.get("architectures") or [cls.ARCHITECTURE]
+        if cls.ARCHITECTURE not in architectures:
+            raise ValueError(
+                f"{cls.MODEL_TYPE} checkpoint of architecture {architectures}: only "
+                f"{cls.ARCHITECTURE} (image captioning) is supported"
+            )
+        generation = generation or {}
+        vision, text = cls.read_hf(config, preprocessor or {}, generation, weight_names)
+        # transformers' max_length counts the start token, which ours do not; its
+        # early_stopping="never" (a heuristic on the longest possible caption) reads as False.
+        max_new = DEFAULT_MAX_NEW_TOKENS
+        if generation.get("max_new_tokens"):
+            max_new = int(generation["max_new_tokens"])
+        elif generation.get("max_length"):
+            max_new = int(generation["max_length"]) - 1
+        early = generation.get("early_stopping", False) is True
+        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
+
+    @classmethod
+    def read_hf(
+        cls, config: dict, preprocessor: dict, generation: dict, weight_names: Collection[str]
+    ) -> tuple[Any, Any]:
+        """The ``vision`` and ``text`` configs of a checkpoint of ``ARCHITECTURE`` (a
+        ``ValueError`` for what the family cannot run)."""
+        raise NotImplementedError
+
+
 # ----------------------------------------------------------------------------- weights
 
 

@@ -55,15 +55,14 @@ class TorchSide:
 
     def random_model(self, cfg: Any, seed: int = 0) -> Any:
         """A randomly initialised transformers model of this shape, in eval mode."""
-        torch.manual_seed(seed)
-        return self.model_class(cfg)(self.hf_config(cfg), **self.model_kwargs(cfg)).eval()
+        return random_hf_model(
+            self.model_class(cfg), self.hf_config(cfg), seed, **self.model_kwargs(cfg)
+        )
 
     def load_model(self, folder: str | Path, cfg: Any) -> Any:
         """The source checkpoint as transformers loads it (the vision tower of a two-tower
         one), in eval mode, float32."""
-        model_class = self.model_class(cfg)
-        kwargs = self.model_kwargs(cfg)
-        return model_class.from_pretrained(str(folder), dtype=torch.float32, **kwargs).eval()
+        return load_hf_model(self.model_class(cfg), folder, **self.model_kwargs(cfg))
 
     def to_hf_state(self, weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict:
         """Inverse of the family's ``sanitize`` for the keys of a transformers state dict
@@ -81,6 +80,17 @@ class TorchSide:
             last_hidden_state,
             compare,
         )
+
+
+def random_hf_model(model_class: type, config: Any, seed: int = 0, **kwargs: Any) -> Any:
+    """A transformers ``model_class`` initialised from ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    return model_class(config, **kwargs).eval()
+
+
+def load_hf_model(model_class: type, folder: str | Path, **kwargs: Any) -> Any:
+    """A checkpoint folder as transformers' ``model_class`` loads it, in eval mode, float32."""
+    return model_class.from_pretrained(str(folder), dtype=torch.float32, **kwargs).eval()
 
 
 def forward(model: Any, pixels: np.ndarray, **kwargs: Any) -> Any:

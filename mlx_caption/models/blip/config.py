@@ -9,13 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
-from mlx_caption.models.base import EncoderConfig
+from mlx_caption.models.base import EncoderConfig, PretrainedCaptionerConfig
 
 MODEL_TYPE = "blip"
-ARCHITECTURE = "BlipForConditionalGeneration"
-# transformers' GenerationConfig default (max_length=20) counts the start token; ours counts
-# generated tokens only, so a caption gets the same 19 by default.
-DEFAULT_MAX_NEW_TOKENS = 19
 
 
 def blip_preprocess(image_size: int) -> PreprocessConfig:
@@ -77,57 +73,22 @@ class BlipTextConfig:
 
 
 @dataclass
-class BlipConfig:
+class BlipConfig(PretrainedCaptionerConfig):
     """A BLIP captioner: vision tower, text decoder, preprocessing and generation defaults."""
+
+    MODEL_TYPE = MODEL_TYPE
+    ARCHITECTURE = "BlipForConditionalGeneration"
+    VISION = BlipVisionConfig
+    TEXT = BlipTextConfig
 
     vision: BlipVisionConfig = field(default_factory=BlipVisionConfig)
     text: BlipTextConfig = field(default_factory=BlipTextConfig)
-    # generate()'s defaults: transformers' (or the checkpoint's generation_config.json).
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    early_stopping: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlipConfig:
-        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
-        return cls(
-            vision=BlipVisionConfig.from_dict(data.get("vision", {})),
-            text=BlipTextConfig.from_dict(data.get("text", {})),
-            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-            early_stopping=bool(data.get("early_stopping", False)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_type": MODEL_TYPE,
-            "architecture": ARCHITECTURE,
-            "vision": self.vision.to_dict(),
-            "text": self.text.to_dict(),
-            "max_new_tokens": self.max_new_tokens,
-            "early_stopping": self.early_stopping,
-        }
-
-    @classmethod
-    def from_hf(
-        cls,
-        config: dict,
-        preprocessor: dict | None = None,
-        generation: dict | None = None,
-        weight_names: Collection[str] = (),
-    ) -> BlipConfig:
-        """From a Hugging Face ``config.json`` (``BlipConfig``), ``preprocessor_config.json``
-        and ``generation_config.json`` dicts; what they leave out takes transformers' defaults.
-
-        Only the captioning architecture is read: a BLIP checkpoint for question answering or
-        retrieval (same ``model_type``) is refused.
-        """
-        if config.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"not a BLIP checkpoint: model_type={config.get('model_type')!r}")
-        architectures = config.get("architectures") or [ARCHITECTURE]
-        if ARCHITECTURE not in architectures:
-            raise ValueError(
-                f"BLIP checkpoint of architecture {architectures}: only {ARCHITECTURE} "
-                "(image captioning) is supported"
-            )
+    def read_hf(
+        cls, config: dict, preprocessor: dict, generation: dict, weight_names: Collection[str]
+    ) -> tuple[BlipVisionConfig, BlipTextConfig]:
+        """``BlipConfig``'s ``vision_config`` and ``text_config``, BLIP's processor."""
         vision = BlipVisionConfig.from_dict(config.get("vision_config") or {})
         text = BlipTextConfig.from_dict(config.get("text_config") or {})
         # BlipConfig.__post_init__ does the same: the decoder reads the vision width.
@@ -135,14 +96,6 @@ class BlipConfig:
         if not config.get("tie_word_embeddings", True):
             raise ValueError("BLIP with untied output embeddings is not supported")
         vision.preprocess = preprocess_config_from_hf(
-            preprocessor or {}, blip_preprocess(vision.image_size)
+            preprocessor, blip_preprocess(vision.image_size)
         )
-        generation = generation or {}
-        max_new = DEFAULT_MAX_NEW_TOKENS
-        if generation.get("max_new_tokens"):
-            max_new = int(generation["max_new_tokens"])
-        elif generation.get("max_length"):
-            max_new = int(generation["max_length"]) - 1  # transformers counts [DEC]
-        # transformers' "never" (a heuristic on the longest possible caption) reads as False.
-        early = generation.get("early_stopping", False) is True
-        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
+        return vision, text

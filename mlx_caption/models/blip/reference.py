@@ -16,6 +16,7 @@ import transformers
 from mlx_caption.models.base import hf_state
 from mlx_caption.models.blip.config import BlipConfig
 from mlx_caption.models.blip.model import PATCH_KEY
+from mlx_caption.models.reference import load_hf_model, random_hf_model
 
 
 def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
@@ -31,14 +32,12 @@ def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
 
 def random_model(cfg: BlipConfig, seed: int = 0) -> Any:
     """A randomly initialised ``BlipForConditionalGeneration`` of this shape, in eval mode."""
-    torch.manual_seed(seed)
-    return transformers.BlipForConditionalGeneration(hf_config(cfg)).eval()
+    return random_hf_model(transformers.BlipForConditionalGeneration, hf_config(cfg), seed)
 
 
 def load_model(folder: str | Path, cfg: BlipConfig | None = None) -> Any:
     """The source checkpoint as transformers loads it, in eval mode, float32."""
-    model_class = transformers.BlipForConditionalGeneration
-    return model_class.from_pretrained(str(folder), dtype=torch.float32).eval()
+    return load_hf_model(transformers.BlipForConditionalGeneration, folder)
 
 
 # The LM head's copies of tied tensors, in a transformers state dict.
@@ -82,9 +81,23 @@ def generate(
     ``options`` are ``GenerationConfig`` fields (``num_beams``, ``max_new_tokens``, ...).
     BLIP's ``generate`` drops the last given id (the tokenizer's [SEP]), so one is appended.
     """
-    batch = len(pixels)
-    ids = torch.tensor([[*prefix, 0]] * batch, dtype=torch.long)
     end = model.config.text_config.sep_token_id
+    return generated_ids(model, pixels, [*prefix, 0], len(prefix), end, return_scores, **options)
+
+
+def generated_ids(
+    model: Any,
+    pixels: np.ndarray,
+    input_ids: list[int],
+    prompt_length: int,
+    end: int,
+    return_scores: bool,
+    **options: Any,
+) -> list[list[int]] | tuple[list[list[int]], list[float] | None]:
+    """transformers' ``generate`` on ``pixels`` from ``input_ids`` (the same for every image):
+    each returned sequence's ids after its first ``prompt_length``, cut after the first
+    ``end``; with ``return_scores`` also the sequence scores (None but for beams)."""
+    ids = torch.tensor([input_ids] * len(pixels), dtype=torch.long)
     with torch.inference_mode():
         out = model.generate(
             pixel_values=pixel_values(pixels),
@@ -95,7 +108,7 @@ def generate(
         )
     rows = []
     for row in out.sequences.numpy().tolist():
-        generated = row[len(prefix) :]
+        generated = row[prompt_length:]
         rows.append(generated[: generated.index(end) + 1] if end in generated else generated)
     if return_scores:
         scores = getattr(out, "sequences_scores", None)  # beam search only
@@ -103,20 +116,30 @@ def generate(
     return rows
 
 
-def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
-    """Largest absolute differences of the image tokens and the logits on a random input."""
-    cfg = mlx_model.config
+def random_inputs(cfg: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two random images at a captioner config's ``vision.image_size`` and two rows of ids
+    (its start token, then 7 random ids): what ``compare`` feeds both sides."""
     rng = np.random.default_rng(seed)
     size = cfg.vision.image_size
     pixels = rng.standard_normal((2, size, size, 3)).astype(np.float32)
     ids = np.array([[cfg.text.bos_token_id, *rng.integers(0, cfg.text.vocab_size, 7)]] * 2)
+    return pixels, ids
+
+
+def max_abs_diff(ours: mx.array, theirs: np.ndarray) -> float:
+    """The largest absolute difference of an MLX array (any dtype) and a NumPy one."""
+    return float(np.max(np.abs(np.array(ours.astype(mx.float32)) - theirs)))
+
+
+def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
+    """Largest absolute differences of the image tokens and the logits on a random input."""
+    pixels, ids = random_inputs(mlx_model.config, seed)
     with torch.inference_mode():
         ref = hf_model(pixel_values=pixel_values(pixels), input_ids=torch.from_numpy(ids))
     dtype = mlx_model.vision_model.post_layernorm.weight.dtype
     tokens = mlx_model.encode(mx.array(pixels).astype(dtype))
     out = mlx_model(tokens, mx.array(ids))
-
-    def diff(a: mx.array, b: torch.Tensor) -> float:
-        return float(np.max(np.abs(np.array(a.astype(mx.float32)) - b.numpy())))
-
-    return {"image_tokens": diff(tokens, ref.last_hidden_state), "logits": diff(out, ref.logits)}
+    return {
+        "image_tokens": max_abs_diff(tokens, ref.last_hidden_state.numpy()),
+        "logits": max_abs_diff(out, ref.logits.numpy()),
+    }

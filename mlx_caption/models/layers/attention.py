@@ -346,19 +346,59 @@ def attend(
     if groups > 1:
         if mask is not None:
             raise ValueError("grouped queries take no mask (cross-attention has none)")
-        b, h, n, d = k.shape[0], q.shape[1], q.shape[2], q.shape[3]
-        q = q.reshape(b, groups, h, n, d).transpose(0, 2, 1, 3, 4).reshape(b, h, groups * n, d)
-        out, weights = attend(q, k, v, scale, None, return_weights)
-
-        def ungroup(x: mx.array) -> mx.array:
-            last = x.shape[-1]
-            x = x.reshape(b, h, groups, n, last).transpose(0, 2, 1, 3, 4)
-            return x.reshape(b * groups, h, n, last)
-
-        return ungroup(out), None if weights is None else ungroup(weights)
+        n = q.shape[2]
+        out, weights = attend(group_rows(q, groups), k, v, scale, None, return_weights)
+        return ungroup_rows(out, groups, n), None if weights is None else ungroup_rows(
+            weights, groups, n
+        )
     if not return_weights:
         return scaled_dot_product_attention(q, k, v, scale, mask), None
     if isinstance(mask, str):
         mask = causal_mask(q.shape[2], k.shape[2])
     weights = attention_weights(q, k, scale, mask)
     return weights @ v, weights
+
+
+def group_rows(x: mx.array, groups: int) -> mx.array:
+    """``(B, H, L, d)`` rows grouped by image (``groups`` consecutive rows each) ->
+    ``(B / groups, H, groups * L, d)``: each image's rows as one long query."""
+    rows, h, n, d = x.shape
+    b = rows // groups
+    return x.reshape(b, groups, h, n, d).transpose(0, 2, 1, 3, 4).reshape(b, h, groups * n, d)
+
+
+def ungroup_rows(x: mx.array, groups: int, length: int) -> mx.array:
+    """The inverse of :func:`group_rows`: ``(B / g, H, g * L, d)`` -> ``(B, H, L, d)``."""
+    b, h, _, last = x.shape
+    x = x.reshape(b, h, groups, length, last).transpose(0, 2, 1, 3, 4)
+    return x.reshape(b * groups, h, length, last)
+
+
+def attend_prefixed(
+    q: mx.array,
+    prefix: tuple[mx.array, mx.array],
+    k: mx.array,
+    v: mx.array,
+    scale: float,
+    mask: mx.array | None = None,
+    return_weights: bool = False,
+) -> tuple[mx.array, mx.array | None]:
+    """Attention of ``(B, H, L, hd)`` queries over a prefix's keys/values followed by their
+    own, one softmax over both: an image prefix (GIT) that every query sees whole.
+
+    ``prefix`` holds ``(B / g, H, T, hd)`` keys and values, one row per image (its ``g``
+    beams or samples grouped as in :func:`attend`, so each image's prefix is read once and
+    never copied per row); ``k``/``v`` are ``(B, H, S, hd)``, masked by ``mask`` (boolean,
+    broadcastable to ``(B, H, L, S)``). Returns the output and, with ``return_weights``, the
+    weights over the prefix ``(B, H, L, T)``.
+    """
+    prefix_k, prefix_v = prefix
+    groups, n, t = q.shape[0] // prefix_k.shape[0], q.shape[2], prefix_k.shape[2]
+    q = q * scale
+    prefix_scores = group_rows(q, groups) @ prefix_k.swapaxes(-1, -2)
+    own_scores = _mask_scores(q @ k.swapaxes(-1, -2), mask)
+    weights = softmax(mx.concatenate([ungroup_rows(prefix_scores, groups, n), own_scores], axis=-1))
+    on_prefix = weights[..., :t]
+    out = ungroup_rows(group_rows(on_prefix, groups) @ prefix_v, groups, n)
+    out = out + weights[..., t:] @ v
+    return out, on_prefix if return_weights else None
