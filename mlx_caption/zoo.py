@@ -26,10 +26,11 @@ from mlx_caption.models.vit import ViTConfig
 @dataclass(frozen=True)
 class Published:
     """Scores a captioner's authors published on the COCO Karpathy test split (BLEU-4 and
-    CIDEr, percent), with where they come from and how the captions were decoded."""
+    CIDEr, percent; None where they published none), with where they come from and how the
+    captions were decoded."""
 
-    bleu4: float
-    cider: float
+    bleu4: float | None
+    cider: float | None
     source: str
 
 
@@ -144,12 +145,23 @@ def _blip(name: str, hub_id: str, description: str, published: Published, **visi
     return ZooEntry(name, hub_id, "blip", "captioner", description, make_config, published)
 
 
-def _git(name: str, description: str, imagenet: bool = False, **vision: Any) -> ZooEntry:
+_GIT_REPO = (
+    "Wang et al. 2022, GIT (arXiv:2205.14100), the authors' repository "
+    "(github.com/microsoft/GenerativeImage2Text, README): CIDEr on the COCO Karpathy test "
+    "split for {model}; BLEU-4 not given there"
+)
+
+
+def _git(
+    name: str,
+    description: str,
+    imagenet: bool = False,
+    published: Published | None = None,
+    **vision: Any,
+) -> ZooEntry:
     """A GIT captioner: ``vision`` holds what differs from CLIP ViT-B/16 at 224 px; the text
     decoder is GIT's 6-layer BERT-base. Plain git-base ships ImageNet's mean and std, the
-    fine-tuned ones CLIP's. The GIT paper (Wang et al. 2022, arXiv:2205.14100) reports COCO
-    Karpathy-test scores of its largest model; scores of these base and large checkpoints
-    are not recorded here (``published`` None) until confirmed."""
+    fine-tuned ones CLIP's."""
 
     def make_config() -> GitConfig:
         v = GitVisionConfig(**vision)
@@ -159,7 +171,9 @@ def _git(name: str, description: str, imagenet: bool = False, **vision: Any) -> 
             )
         return GitConfig(vision=v)
 
-    return ZooEntry(name, f"microsoft/{name}", "git", "captioner", description, make_config)
+    return ZooEntry(
+        name, f"microsoft/{name}", "git", "captioner", description, make_config, published
+    )
 
 
 ENTRIES: list[ZooEntry] = [
@@ -252,10 +266,14 @@ ENTRIES: list[ZooEntry] = [
         "git-base", "GIT captioner, CLIP ViT-B/16 + 6-layer BERT decoder, pretrained (10M images)",
         imagenet=True,
     ),
-    _git("git-base-coco", "GIT-base fine-tuned on COCO captions, 197 image tokens"),
+    _git(
+        "git-base-coco", "GIT-base fine-tuned on COCO captions, 197 image tokens",
+        published=Published(None, 131.35, _GIT_REPO.format(model="GIT_BASE_COCO")),
+    ),
     _git("git-base-textcaps", "GIT-base fine-tuned on TextCaps (scene text), 197 image tokens"),
     _git(
         "git-large-coco", "GIT-large fine-tuned on COCO captions, CLIP ViT-L/14, 257 image tokens",
+        published=Published(None, 138.45, _GIT_REPO.format(model="GIT_LARGE_COCO")),
         patch_size=14, **LARGE_MLP,
     ),
 ]  # fmt: skip

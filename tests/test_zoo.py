@@ -156,7 +156,13 @@ def test_git_entries_are_complete(name):
     assert row["tokens"] == (257 if "large" in name else 197)
     # git-base ships ImageNet's mean/std, the fine-tuned checkpoints CLIP's
     assert ("ImageNet" in row["preprocess"]) == (name == "git-base")
-    assert entry.published is None  # these checkpoints' COCO scores are not confirmed yet
+    # The authors' repository gives COCO Karpathy-test CIDEr for the COCO fine-tuned ones.
+    cider = {"git-base-coco": 131.35, "git-large-coco": 138.45}.get(name)
+    if cider is None:
+        assert entry.published is None
+    else:
+        assert (entry.published.cider, entry.published.bleu4) == (cider, None)
+        assert "GenerativeImage2Text" in entry.published.source
 
 
 def test_list_and_cli_show_local_conversions(tmp_path, monkeypatch, capsys):

@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     captioners = [r for r in rows if r["kind"] == "captioner"]
     print("\ncaptioners (COCO Karpathy test, as published)")
     print(
-        f"{'name':14s} {'hub id':40s} {'img':>4s} {'params':>7s} {'MB':>6s} {'B@4':>5s} "
+        f"{'name':18s} {'hub id':40s} {'img':>4s} {'params':>7s} {'MB':>6s} {'B@4':>5s} "
         f"{'CIDEr':>6s}  local"
     )
     for r in captioners:
-        pub = r.get("published") or {}
+        pub = {k: v for k, v in (r.get("published") or {}).items() if v is not None}
         print(
-            f"{r['name']:14s} {r['hub_id']:40s} {r['image_size']:>4d} "
+            f"{r['name']:18s} {r['hub_id']:40s} {r['image_size']:>4d} "
             f"{r['parameters'] / 1e6:>6.1f}M {r['size_mb']:>6.0f} {pub.get('bleu4', '-'):>5} "
             f"{pub.get('cider', '-'):>6}  {_local(r)}"
         )
