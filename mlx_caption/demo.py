@@ -94,7 +94,7 @@ DEMO_RECIPE: dict[str, Any] = {
     },
     "optim": {
         "lr": 1.4e-3,
-        "encoder_lr": 6.0e-4,
+        "encoder_lr": 1.4e-3,
         "weight_decay": 0.05,
         "warmup_steps": 60,
         "schedule": "cosine",
