@@ -19,6 +19,7 @@ from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.dinov2 import Dinov2Config
 from mlx_caption.models.siglip import SiglipVisionConfig, siglip_preprocess
 from mlx_caption.models.vit import ViTConfig
+from mlx_caption.models.vit_gpt2 import VitGpt2Config
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,12 @@ ENTRIES: list[ZooEntry] = [
         "BLIP captioner, ViT-L/16 at 384 px + BERT-base decoder, COCO fine-tuned",
         Published(40.4, 136.7, _BLIP_PAPER.format(row="BLIP, 129M images, ViT-L")),
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+    ),
+    # Its authors published no COCO Karpathy-test scores (the model card has none).
+    ZooEntry(
+        "vit-gpt2", "nlpconnect/vit-gpt2-image-captioning", "vit_gpt2", "captioner",
+        "ViT-GPT2 captioner, ViT-B/16 at 224 px + GPT-2 small decoder with cross-attention",
+        VitGpt2Config,
     ),
 ]  # fmt: skip
 

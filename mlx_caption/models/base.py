@@ -388,3 +388,38 @@ class CaptionerParts(nn.Module):
         """Parameter count (all, or only the trainable ones)."""
         tree = self.trainable_parameters() if trainable_only else self.parameters()
         return sum(v.size for _, v in tree_flatten(tree))
+
+
+class CaptionerConfigDicts:
+    """``from_dict``/``to_dict`` of a pretrained captioner's config dataclass, whose fields
+    are ``vision``, ``text``, ``max_new_tokens`` and ``early_stopping``. A subclass names its
+    ``MODEL_TYPE``, ``ARCHITECTURE``, the ``VISION`` and ``TEXT`` config classes,
+    ``DEFAULT_MAX_NEW_TOKENS`` and, in ``ABOUT``, anything else ``config.json`` should say."""
+
+    MODEL_TYPE: ClassVar[str] = ""
+    ARCHITECTURE: ClassVar[str] = ""
+    VISION: ClassVar[type] = type
+    TEXT: ClassVar[type] = type
+    DEFAULT_MAX_NEW_TOKENS: ClassVar[int] = 20
+    ABOUT: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
+        return cls(
+            vision=cls.VISION.from_dict(data.get("vision", {})),
+            text=cls.TEXT.from_dict(data.get("text", {})),
+            max_new_tokens=int(data.get("max_new_tokens", cls.DEFAULT_MAX_NEW_TOKENS)),
+            early_stopping=bool(data.get("early_stopping", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.MODEL_TYPE,
+            "architecture": self.ARCHITECTURE,
+            **self.ABOUT,
+            "vision": self.vision.to_dict(),
+            "text": self.text.to_dict(),
+            "max_new_tokens": self.max_new_tokens,
+            "early_stopping": self.early_stopping,
+        }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
-from mlx_caption.models.base import EncoderConfig
+from mlx_caption.models.base import CaptionerConfigDicts, EncoderConfig
 
 MODEL_TYPE = "blip"
 ARCHITECTURE = "BlipForConditionalGeneration"
@@ -77,34 +77,20 @@ class BlipTextConfig:
 
 
 @dataclass
-class BlipConfig:
+class BlipConfig(CaptionerConfigDicts):
     """A BLIP captioner: vision tower, text decoder, preprocessing and generation defaults."""
+
+    MODEL_TYPE = MODEL_TYPE
+    ARCHITECTURE = ARCHITECTURE
+    VISION = BlipVisionConfig
+    TEXT = BlipTextConfig
+    DEFAULT_MAX_NEW_TOKENS = DEFAULT_MAX_NEW_TOKENS
 
     vision: BlipVisionConfig = field(default_factory=BlipVisionConfig)
     text: BlipTextConfig = field(default_factory=BlipTextConfig)
     # generate()'s defaults: transformers' (or the checkpoint's generation_config.json).
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     early_stopping: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlipConfig:
-        """From :meth:`to_dict`'s output (a converted folder's ``config.json``)."""
-        return cls(
-            vision=BlipVisionConfig.from_dict(data.get("vision", {})),
-            text=BlipTextConfig.from_dict(data.get("text", {})),
-            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-            early_stopping=bool(data.get("early_stopping", False)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_type": MODEL_TYPE,
-            "architecture": ARCHITECTURE,
-            "vision": self.vision.to_dict(),
-            "text": self.text.to_dict(),
-            "max_new_tokens": self.max_new_tokens,
-            "early_stopping": self.early_stopping,
-        }
 
     @classmethod
     def from_hf(

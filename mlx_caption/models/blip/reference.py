@@ -16,6 +16,7 @@ import transformers
 from mlx_caption.models.base import hf_state
 from mlx_caption.models.blip.config import BlipConfig
 from mlx_caption.models.blip.model import PATCH_KEY
+from mlx_caption.models.reference import generated_ids
 
 
 def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
@@ -93,14 +94,7 @@ def generate(
             output_scores=return_scores,
             **options,
         )
-    rows = []
-    for row in out.sequences.numpy().tolist():
-        generated = row[len(prefix) :]
-        rows.append(generated[: generated.index(end) + 1] if end in generated else generated)
-    if return_scores:
-        scores = getattr(out, "sequences_scores", None)  # beam search only
-        return rows, None if scores is None else scores.numpy().tolist()
-    return rows
+    return generated_ids(out, len(prefix), end, return_scores)
 
 
 def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
