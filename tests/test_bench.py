@@ -103,7 +103,9 @@ def test_tiny_suite_structure(tiny_run):
     assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
     cap = res["captioners"]
     assert (cap["model"], cap["batch"], cap["same_captions"]) == ("blip-base", 2, True)
-    assert [r["batch"] for r in cap["rows"]] == [1, 2]
+    assert [(r["model"], r["batch"]) for r in cap["rows"]] == [
+        ("blip-base", 1), ("blip-base", 2), ("vit-gpt2", 1), ("vit-gpt2", 2),
+    ]  # fmt: skip
     for row in cap["rows"]:
         assert row["mlx_captions_per_s"] > 0 and row["transformers_captions_per_s"] > 0
         assert row["mlx_peak_memory_mb"] > 0 and row["tokens"] == 8

@@ -23,7 +23,7 @@ CONV1D = re.compile(
 # The causal-mask buffers older GPT-2 checkpoints carry, and the LM head's tied copy.
 _DROPPED = re.compile(
     r"^decoder\.(transformer\.h\.\d+\.(attn|crossattention)\.(masked_)?bias|lm_head\.weight)$"
-)  # noqa: E501
+)
 # The first block's self-attention c_attn: (d, 3d) in torch's layout, (3d, d) in ours. Its
 # shape says which layout a state dict is in (the square projections cannot).
 _LAYOUT_KEY = "decoder.transformer.h.0.attn.c_attn.weight"
