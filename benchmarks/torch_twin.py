@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PAD = 0  # mlx_caption.tokens.PAD (this file imports nothing from the package but numpy data)
+NO_TOKEN = -1  # mlx_caption.tokens.NO_TOKEN: padding (this file imports nothing from the package)
 
 
 class Attention(nn.Module):
@@ -133,11 +133,16 @@ class Captioner(nn.Module):
 def caption_loss(
     logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float
 ) -> torch.Tensor:
-    """Mean label-smoothed cross-entropy over non-pad targets (the MLX step's loss)."""
+    """Mean label-smoothed cross-entropy over the real targets (not ``NO_TOKEN``: the MLX
+    step's loss)."""
+    real = targets.flatten() != NO_TOKEN
     ce = F.cross_entropy(
-        logits.flatten(0, 1), targets.flatten(), reduction="none", label_smoothing=label_smoothing
+        logits.flatten(0, 1),
+        targets.flatten().clamp_min(0),  # any id at a padded position: masked out below
+        reduction="none",
+        label_smoothing=label_smoothing,
     )
-    mask = (targets.flatten() != PAD).to(ce.dtype)
+    mask = real.to(ce.dtype)
     return (ce * mask).sum() / mask.sum().clamp_min(1.0)
 
 
@@ -189,7 +194,8 @@ class TrainStep:
 
     def loss(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The mean loss of a batch (``tokens`` with their start and end tokens)."""
-        return caption_loss(self.twin(images, tokens[:, :-1]), tokens[:, 1:], self.label_smoothing)
+        inputs = tokens[:, :-1].clamp_min(0)  # a padded input is some id: its target is masked
+        return caption_loss(self.twin(images, inputs), tokens[:, 1:], self.label_smoothing)
 
     def __call__(
         self, images: np.ndarray | torch.Tensor, tokens: np.ndarray | torch.Tensor

@@ -367,8 +367,14 @@ def test_network_access_loads_only_what_is_offered(tmp_path, monkeypatch):
 def test_picker_options_and_labels(tmp_path):
     found = _fake_checkpoint(tmp_path / "runs" / "a")
     served = _fake_checkpoint(tmp_path.parent / f"{tmp_path.name}-served" / "best")
-    assert checkpoint_options(str(served), tmp_path) == [str(served), str(found.resolve())]
-    assert checkpoint_options(None, tmp_path) == [str(found.resolve())]
+    captioners = [e.name for e in zoo.entries("captioner")]
+    assert captioners  # the zoo's pretrained captioners come after the folders
+    assert checkpoint_options(str(served), tmp_path) == [
+        str(served),
+        str(found.resolve()),
+        *captioners,
+    ]
+    assert checkpoint_options(None, tmp_path) == [str(found.resolve()), *captioners]
     assert option_label(str(found.resolve()), tmp_path) == "runs/a"
     assert option_label(str(served), tmp_path) == "best"  # no server path shown
     assert option_label("owner/model", tmp_path) == "owner/model"

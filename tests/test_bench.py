@@ -10,7 +10,13 @@ from prerequisites import require_module
 
 from mlx_caption.bench import report, timing
 from mlx_caption.bench.encoder import TINY, encoder_config, vit_flops, zoo_shapes
-from mlx_caption.bench.suite import SECTIONS, SuiteConfig, run_and_write, run_suite
+from mlx_caption.bench.suite import (
+    SECTIONS,
+    SuiteConfig,
+    merge_sections,
+    run_and_write,
+    run_suite,
+)
 from mlx_caption.cli import main
 
 require_module("torch", "torch (the [torch] extra)")
@@ -29,16 +35,24 @@ def test_vit_flops_counts_matmuls():
     assert 3.9 * vit_flops(b32) < vit_flops(b16) < 4.1 * vit_flops(b32)
 
 
-def test_zoo_shapes_one_per_architecture_within_the_budget():
+def test_zoo_shapes_one_per_family_and_architecture_within_the_budget():
     shapes = zoo_shapes()
-    # LAION's ViT-B/32 is OpenAI's shape; ViT-L/14 at 336 px is over the CPU budget.
+    # LAION's ViT-B/32 is OpenAI's shape, SigLIP 2's and the other resolutions are SigLIP's,
+    # DINOv2 with registers is DINOv2's; of the large towers only CLIP's ViT-L/14 is kept.
     assert list(shapes) == [
         "clip-vit-base-patch32",
         "clip-vit-base-patch16",
         "clip-vit-large-patch14",
+        "siglip-base-patch16-224",
+        "dinov2-small",
+        "dinov2-base",
+        "vit-base-patch16-224-in21k",
     ]
     assert all(getattr(c, "projection_dim", None) is None for c in shapes.values())
-    assert "clip-vit-large-patch14-336" in zoo_shapes(max_gflop=None)
+    assert not shapes["siglip-base-patch16-224"].vision_use_head
+    every = zoo_shapes(max_gflop=None, large_gflop=None)
+    assert {"siglip-large-patch16-256", "dinov2-large", "siglip-so400m-patch14-384"} <= set(every)
+    assert "clip-vit-large-patch14-336" not in every  # ViT-L/14's architecture at 336 px
     with pytest.raises(ValueError, match="no encoder"):
         encoder_config("nope")
 
@@ -185,6 +199,44 @@ def test_cli_json_last_line(tmp_path, capsys):
     assert {"mlx_images_per_s", "bridge_images_per_s", "ratio"} <= set(res["encoder"])
     assert res["files"]["json"].endswith("bench_tiny.json")
     assert (tmp_path / "bench_tiny.md").is_file()
+
+
+def test_merge_takes_the_sections_not_run_with_where_they_came_from():
+    earlier = {
+        "system": {"time": "2026-01-01T00:00:00", "load_average": [0.1, 0.1, 0.1]},
+        "run": "full",
+        "load_end": [0.2, 0.2, 0.2],
+        "encoder": {"ratio": 0.5},
+        "demo": {"steps": 1400, "seeds": [0], "runs": [], "min_pair_score": 0.93},
+    }
+    now = {"system": {"time": "2026-01-02T00:00:00"}, "encoder": {"ratio": 1.4}}
+    merged = merge_sections(now, earlier)
+    assert merged["encoder"]["ratio"] == 1.4  # what this run measured is kept
+    assert merged["demo"] == earlier["demo"]
+    assert merged["merged"] == {
+        "demo": {
+            "time": "2026-01-01T00:00:00",
+            "run": "full",
+            "load_average": [0.1, 0.1, 0.1],
+            "load_end": [0.2, 0.2, 0.2],
+        }
+    }
+    by_key = {g["key"]: g for g in merged["goals"]}
+    assert by_key["demo.min_pair_score"]["met"] is True and by_key["encoder.ratio"]["met"]
+    assert "section `demo` taken from the full run of 2026-01-01" in report.markdown(merged)
+    # Merged again, a section keeps the run it was measured in.
+    again = merge_sections({"system": {"time": "2026-01-03"}}, merged)
+    assert again["merged"]["demo"]["time"] == "2026-01-01T00:00:00"
+
+
+def test_cli_merge_with_refuses_what_is_not_a_results_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    args = ["bench", "--tiny", "--only", "data", "--out", str(tmp_path)]
+    assert main([*args, "--merge-with", str(bad)]) == 2
+    assert "not a bench results file" in capsys.readouterr().err
+    assert main([*args, "--merge-with", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_repeats(tmp_path, capsys):

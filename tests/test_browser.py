@@ -147,6 +147,10 @@ def browser():
 def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1280, "height": 1600}, accept_downloads=True)
     page.set_default_timeout(TIMEOUT_MS)
+    # expect() has its own timeout (5 s): on a loaded 2-core machine a caption can take longer.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector(IDLE)
     page.wait_for_selector(UPLOAD_INPUT, state="attached")

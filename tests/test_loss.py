@@ -5,6 +5,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
+from mlx_caption.tokens import NO_TOKEN
 from mlx_caption.train.loss import cross_entropy
 from mlx_caption.train.step import caption_loss
 
@@ -62,7 +63,7 @@ def test_compiled_value_and_grad_match_mlx():
 def test_caption_loss_split_over_streams_is_the_same():
     logits = _logits((4, 9, 97))
     targets = mx.random.randint(1, 97, (4, 9), key=mx.random.key(6))
-    targets = mx.where(mx.arange(9) > 6, 0, targets)  # PAD after position 6
+    targets = mx.where(mx.arange(9) > 6, NO_TOKEN, targets)  # padding after position 6
     pool = [mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)]
     one = caption_loss(logits, targets, 0.1)
     two = caption_loss(logits, targets, 0.1, streams=pool)

@@ -12,6 +12,7 @@ from prerequisites import require_module
 from mlx_caption.bench import scripts
 from mlx_caption.bench.encoder import TINY
 from mlx_caption.bench.models import TINY_DECODER, build_captioner
+from mlx_caption.tokens import NO_TOKEN
 from mlx_caption.train.step import caption_loss, teacher_forced
 
 require_module("torch", "torch (the [torch] extra)")
@@ -27,7 +28,7 @@ def _batch(model, batch=3, length=9, seed=0):
     size = model.config.vision.image_size
     pixels = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
     tokens = rng.integers(4, model.config.decoder.vocab_size, (batch, length)).astype(np.int32)
-    tokens[:, 0], tokens[1, 6:] = 1, 0  # <start>; the second caption is padded
+    tokens[:, 0], tokens[1, 6:] = 1, NO_TOKEN  # <start>; the second caption is padded
     return pixels, tokens
 
 
@@ -62,9 +63,8 @@ def test_twin_computes_the_same_loss_and_gradients(finetune):
     loss, grads = _mlx_loss_and_grads(model, images, tokens, from_features=not finetune)
 
     t_tokens = torch.from_numpy(tokens).long()
-    twin_loss = twin_mod.caption_loss(
-        twin(torch.from_numpy(images), t_tokens[:, :-1]), t_tokens[:, 1:], 0.1
-    )
+    inputs = t_tokens[:, :-1].clamp_min(0)  # padded inputs are some id, as in the MLX step
+    twin_loss = twin_mod.caption_loss(twin(torch.from_numpy(images), inputs), t_tokens[:, 1:], 0.1)
     twin_loss.backward()
     assert twin_loss.item() == pytest.approx(loss, rel=1e-5)
     named = dict(twin.named_parameters())

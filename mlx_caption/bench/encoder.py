@@ -1,7 +1,8 @@
 """Encoder throughput: the MLX encoder against its torch reference, same weights, same pixels.
 
 Every encoder family (CLIP, SigLIP, DINOv2, ViT) is measured the same way: the shapes come
-from the zoo (one per distinct architecture, see :func:`zoo_shapes`), the torch side is the family's ``reference`` module
+from the zoo (one per family and architecture, see :func:`zoo_shapes`), the torch side is
+the family's ``reference`` module
 (the PT bridge, :class:`mlx_caption.bridge.BridgeEncoder`), and the MLX side the family's
 model built through ``models/registry.py`` with the same weights (the family's ``sanitize``).
 Both sides start from NHWC float32 numpy pixels (what preprocessing yields) and end with the
@@ -37,6 +38,9 @@ from mlx_caption.models.registry import build_encoder
 # Encoders whose forward pass costs more than this (GFLOP per image) are left out of the
 # CPU run: a batch of 32 would take minutes per repeat on each side.
 CPU_GFLOP_BUDGET = 200.0
+# Shapes costlier than this per image are "large": timed with fewer repeats, and on a CPU only
+# the first large shape of the zoo is measured (:func:`zoo_shapes`).
+LARGE_GFLOP = 50.0
 
 # A ViT small enough for the test suite: same code paths, milliseconds per batch.
 TINY = CLIPVisionConfig(
@@ -63,27 +67,38 @@ def without_head(cfg: Any) -> Any:
     return dataclasses.replace(cfg, **{k: v for k, v in HEADS_OFF.items() if k in names})
 
 
-def _architecture(cfg: Any) -> tuple:
-    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "input_size")
-    return (type(cfg).__name__, mlp_width(cfg), cfg.patch_size, cfg.num_tokens) + tuple(
-        getattr(cfg, f) for f in fields
-    )
+def _architecture(entry: zoo.ZooEntry, cfg: Any) -> tuple:
+    # The same weights at another resolution, or with a few register tokens, are the same
+    # architecture: their cost per token is the same.
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+    return (entry.family, mlp_width(cfg)) + tuple(getattr(cfg, f) for f in fields)
 
 
-def zoo_shapes(max_gflop: float | None = CPU_GFLOP_BUDGET) -> dict[str, Any]:
-    """One encoder config per distinct architecture in the zoo, named by its first zoo row.
+def zoo_shapes(
+    max_gflop: float | None = CPU_GFLOP_BUDGET, large_gflop: float | None = LARGE_GFLOP
+) -> dict[str, Any]:
+    """One encoder config per family and architecture in the zoo, named by its first row.
 
-    Rows differing only in weights, activation or projection head share a shape (their cost
-    is the same). ``max_gflop`` drops shapes whose forward pass costs more per image.
+    Rows differing only in weights, resolution, register tokens, activation or projection
+    head share a shape. ``max_gflop`` drops shapes whose forward pass costs more per image;
+    of the shapes over ``large_gflop`` only the first (CLIP's ViT-L/14) is kept: the other
+    families' large towers run the same blocks as their base ones, and each would add many
+    minutes to a CPU run. None keeps them all.
     """
     shapes: dict[str, Any] = {}
     seen = set()
+    large = 0
     for entry in zoo.entries("encoder"):
         cfg = without_head(entry.make_config())
-        key = _architecture(cfg)
-        if key in seen or (max_gflop is not None and vit_flops(cfg) / 1e9 > max_gflop):
+        key = _architecture(entry, cfg)
+        gflop = vit_flops(cfg) / 1e9
+        if key in seen or (max_gflop is not None and gflop > max_gflop):
             continue
         seen.add(key)
+        if large_gflop is not None and gflop > large_gflop:
+            large += 1
+            if large > 1:
+                continue
         shapes[entry.name] = cfg
     return shapes
 

@@ -122,6 +122,12 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- threads: torch {sysinfo.get('threads', {}).get('torch')}; "
         f"load average at start {sysinfo.get('load_average')}, at end {results.get('load_end')}",
         "",
+        *(
+            f"- section `{name}` taken from the {m.get('run')} run of {m.get('time')} "
+            f"(load average at start {m.get('load_average')}, at end {m.get('load_end')})"
+            for name, m in results.get("merged", {}).items()
+        ),
+        "",
         "Every figure is the median of several timed repeats after warm-up; the MLX and torch",
         "sides (and the matmul peak) are timed in alternation, so their ratios hold even on a",
         "busy machine where absolute numbers move.",

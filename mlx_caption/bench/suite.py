@@ -28,9 +28,6 @@ from mlx_caption.models.decoder import DecoderConfig
 SECTIONS = ("encoder", "e2e", "decode", "train", "torch", "memory", "data", "captioners", "demo")
 VIT_B32, VIT_B16 = "clip-vit-base-patch32", "clip-vit-base-patch16"
 ENCODER_BATCHES = [1, 8, 32]
-# Shapes costlier than this per image (GFLOP) are timed with fewer repeats (ViT-L/14: over
-# half a minute per batch of 32 on each side).
-LARGE_GFLOP = 50.0
 
 
 @dataclass
@@ -44,7 +41,7 @@ class SuiteConfig:
     headline: tuple[str, int] = (VIT_B32, 32)
     peak_row: tuple[str, int] = (VIT_B16, 32)  # the matmul-peak goal's shape and batch
     timing: TimingOptions = TimingOptions()
-    large_repeats: int = 3  # timed repeats for shapes over LARGE_GFLOP per image
+    large_repeats: int = 2  # timed repeats for shapes over bench.encoder.LARGE_GFLOP per image
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / torch / memory / profile
     vision: str = VIT_B32
@@ -160,13 +157,13 @@ class _Run:
         cfg = self.cfg
         shapes = cfg.encoder
         if shapes is None:
-            budget = None if _on_gpu() else enc.CPU_GFLOP_BUDGET
-            shapes = {name: list(ENCODER_BATCHES) for name in enc.zoo_shapes(budget)}
+            limits = (None, None) if _on_gpu() else (enc.CPU_GFLOP_BUDGET, enc.LARGE_GFLOP)
+            shapes = {name: list(ENCODER_BATCHES) for name in enc.zoo_shapes(*limits)}
         rows, half = [], []
         for name, batches in shapes.items():
             shape_cfg = cfg.encoder_configs.get(name) or enc.encoder_config(name)
             repeats = cfg.timing.repeats
-            if enc.vit_flops(shape_cfg) / 1e9 > LARGE_GFLOP:
+            if enc.vit_flops(shape_cfg) / 1e9 > enc.LARGE_GFLOP:
                 repeats = min(repeats, cfg.large_repeats)
             self.log(f"encoder {name} ({enc.shape_label(shape_cfg)}) batches {batches}")
             timing = dataclasses.replace(cfg.timing, repeats=repeats)
@@ -338,13 +335,46 @@ def run_suite(
     return results
 
 
+def merge_sections(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with the sections it did not run taken from an ``earlier`` results dict
+    (say, the demo's fixed-step quality figures beside a re-measured timing run). Each taken
+    section is listed under ``merged`` with when that run was made and its machine's load,
+    and the goals are computed again over the whole."""
+    from mlx_caption.bench import report
+
+    merged = dict(results.get("merged", {}))
+    for section in SECTIONS:
+        if section in results or section not in earlier:
+            continue
+        results[section] = earlier[section]
+        source = earlier.get("merged", {}).get(section)
+        merged[section] = source or {
+            "time": earlier.get("system", {}).get("time"),
+            "run": earlier.get("run"),
+            "load_average": earlier.get("system", {}).get("load_average"),
+            "load_end": earlier.get("load_end"),
+        }
+    if merged:
+        results["merged"] = merged
+    results["goals"] = report.goals(results)
+    return results
+
+
 def run_and_write(
-    cfg: SuiteConfig, out_dir: str | Path, log: Callable[[str], None] = _log, bridge: bool = True
+    cfg: SuiteConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = _log,
+    bridge: bool = True,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_suite`, then the JSON, markdown and PNG files (and a Metal trace on a Mac)."""
+    """:func:`run_suite`, then the JSON, markdown and PNG files (and a Metal trace on a Mac);
+    with ``earlier`` (a results dict), the sections not run here are taken from it
+    (:func:`merge_sections`)."""
     from mlx_caption.bench import report
 
     results = run_suite(cfg, log=log, bridge=bridge, out_dir=out_dir)
+    if earlier:
+        results = merge_sections(results, earlier)
     stem = "bench" if cfg.name == "full" else f"bench_{cfg.name}"
     report.write_results(results, Path(out_dir), stem=stem)
     return results

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, help="timed repeats per figure (median is kept)")
     parser.add_argument(
+        "--merge-with",
+        metavar="JSON",
+        help="an earlier results file: the sections not run now are taken from it (the report "
+        "says from which run, when, at which load), e.g. --only encoder on top of a full run",
+    )
+    parser.add_argument(
         "--no-bridge", action="store_true", help="measure MLX only (no torch needed)"
     )
     parser.add_argument(
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         )
         changes["large_repeats"] = args.repeats
     cfg = dataclasses.replace(cfg, **changes)
-    results = run_and_write(cfg, args.out, bridge=not args.no_bridge)
+    earlier = _read_results(args.merge_with) if args.merge_with else None
+    results = run_and_write(cfg, args.out, bridge=not args.no_bridge, earlier=earlier)
     report = markdown(results)
     if args.json:
         print(report, file=sys.stderr)
@@ -92,6 +99,24 @@ def run(args: argparse.Namespace) -> int:
         print(report)
         print(f"written: {', '.join(results['files'].values())}")
     return 0
+
+
+def _read_results(path: str) -> dict:
+    """An earlier ``bench`` JSON, or a UserError saying why it cannot be used."""
+    import json
+    from pathlib import Path
+
+    from mlx_caption.errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"--merge-with: cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UserError(f"--merge-with: {path} is not JSON: {e}") from None
+    if not isinstance(data, dict) or "system" not in data:
+        raise UserError(f"--merge-with: {path} is not a bench results file")
+    return data
 
 
 def _run_ops(args: argparse.Namespace) -> int:
