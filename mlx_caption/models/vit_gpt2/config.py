@@ -34,6 +34,8 @@ class GPT2Config:
     n_inner: int | None = None  # None: 4 * n_embd
     activation_function: str = "gelu_new"
     layer_norm_epsilon: float = 1e-5
+    # Dropout while fine-tuning; attention-weight dropout (attn_pdrop) is not applied: the
+    # shared attention core has none.
     resid_pdrop: float = 0.1
     embd_pdrop: float = 0.1
     # Attention scaling: by 1/sqrt(head_dim), and by 1/(layer index + 1); the upcast runs the
