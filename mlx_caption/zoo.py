@@ -21,6 +21,7 @@ from mlx_caption.models.dinov2 import Dinov2Config
 from mlx_caption.models.git import GitConfig, GitVisionConfig
 from mlx_caption.models.siglip import SiglipVisionConfig, siglip_preprocess
 from mlx_caption.models.vit import ViTConfig
+from mlx_caption.models.vit_gpt2 import VitGpt2Config
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,12 @@ ENTRIES: list[ZooEntry] = [
         "git-large-coco", "GIT-large fine-tuned on COCO captions, CLIP ViT-L/14, 257 image tokens",
         published=Published(None, 138.45, _GIT_REPO.format(model="GIT_LARGE_COCO")),
         patch_size=14, **LARGE_MLP,
+    ),
+    # Its authors published no COCO Karpathy-test scores (the model card has none).
+    ZooEntry(
+        "vit-gpt2", "nlpconnect/vit-gpt2-image-captioning", "vit_gpt2", "captioner",
+        "ViT-GPT2 captioner, ViT-B/16 at 224 px + GPT-2 small decoder with cross-attention",
+        VitGpt2Config,
     ),
 ]  # fmt: skip
 

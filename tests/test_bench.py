@@ -120,6 +120,7 @@ def test_tiny_suite_structure(tiny_run):
     assert [(r["model"], r["family"], r["batch"]) for r in cap["rows"]] == [
         ("blip-base", "blip", 1), ("blip-base", "blip", 2),
         ("git-base-coco", "git", 1), ("git-base-coco", "git", 2),
+        ("vit-gpt2", "vit_gpt2", 1), ("vit-gpt2", "vit_gpt2", 2),
     ]  # fmt: skip
     assert cap["min_ratio"] == min(r["ratio"] for r in cap["rows"] if r["batch"] == 2)
     for row in cap["rows"]:

@@ -11,6 +11,8 @@ from mlx_caption.models.blip import BlipConfig, BlipTextConfig, BlipVisionConfig
 from mlx_caption.models.captioner import CaptionerConfig
 from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.models.git import GitConfig, GitTextConfig, GitVisionConfig
+from mlx_caption.models.vit import ViTConfig
+from mlx_caption.models.vit_gpt2 import GPT2Config, VitGpt2Config
 
 # Same shapes as zoo.DECODER_PRESETS (kept here so the benchmark does not depend on the zoo).
 DECODERS: dict[str, DecoderConfig] = {
@@ -40,6 +42,18 @@ TINY_GIT = GitConfig(
     text=GitTextConfig(
         vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, max_position_embeddings=32, hidden_dropout_prob=0.0,
+    ),
+)  # fmt: skip
+
+# A ViT-GPT2 of its layout (an encoder wider than the decoder: enc_to_dec_proj), tiny.
+TINY_VIT_GPT2 = VitGpt2Config(
+    vision=ViTConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=16,
+    ),
+    text=GPT2Config(
+        vocab_size=200, n_positions=32, n_embd=32, n_layer=1, n_head=2,
+        decoder_start_token_id=199, eos_token_id=199, pad_token_id=199,
     ),
 )  # fmt: skip
 

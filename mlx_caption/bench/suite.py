@@ -69,7 +69,7 @@ class SuiteConfig:
         default_factory=lambda: {"images": 512, "size": 320, "crop": 224, "batch": 32}
     )
     # pretrained captioners (zoo names) against transformers' generate
-    captioners: tuple[str, ...] = ("blip-base", "git-base-coco")
+    captioners: tuple[str, ...] = ("blip-base", "git-base-coco", "vit-gpt2")
     captioner_batches: tuple[int, ...] = (1, 8)
     captioner_timing: TimingOptions = TimingOptions(repeats=2)
     captioner_configs: dict[str, Any] = field(default_factory=dict)  # overrides the zoo's
@@ -102,7 +102,7 @@ class SuiteConfig:
     def tiny(cls) -> SuiteConfig:
         """Tiny shapes for tests: every code path in seconds, numbers meaningless."""
         from mlx_caption.bench.encoder import TINY
-        from mlx_caption.bench.models import TINY_BLIP, TINY_DECODER, TINY_GIT
+        from mlx_caption.bench.models import TINY_BLIP, TINY_DECODER, TINY_GIT, TINY_VIT_GPT2
 
         return cls(
             encoder={"tiny": [1, 2]}, encoder_configs={"tiny": TINY}, headline=("tiny", 2),
@@ -113,7 +113,9 @@ class SuiteConfig:
             torch_batches=(2, 4), torch_compile=False, finetune_batch=2, memory_batches=(2,),
             data={"images": 8, "size": 64, "crop": 32, "batch": 4, "repeats": 1},
             captioner_batches=(1, 2), captioner_timing=TimingOptions(repeats=1),
-            captioner_configs={"blip-base": TINY_BLIP, "git-base-coco": TINY_GIT},
+            captioner_configs={
+                "blip-base": TINY_BLIP, "git-base-coco": TINY_GIT, "vit-gpt2": TINY_VIT_GPT2,
+            },
             demo={"steps": 3, "seeds": [0], "images": 200, "test_images": 4},
             sections=tuple(s for s in SECTIONS if s != "demo"), quick=True, name="tiny",
         )  # fmt: skip

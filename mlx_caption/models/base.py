@@ -248,6 +248,8 @@ class PretrainedCaptionerConfig:
     ARCHITECTURE: ClassVar[str] = ""
     VISION: ClassVar[type] = EncoderConfig
     TEXT: ClassVar[type] = dict
+    DEFAULT_MAX_NEW_TOKENS: ClassVar[int] = DEFAULT_MAX_NEW_TOKENS
+    ABOUT: ClassVar[dict[str, Any]] = {}  # anything else config.json should say
 
     vision: Any = None
     text: Any = None
@@ -260,7 +262,7 @@ class PretrainedCaptionerConfig:
         return cls(
             vision=cls.VISION.from_dict(data.get("vision", {})),
             text=cls.TEXT.from_dict(data.get("text", {})),
-            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            max_new_tokens=int(data.get("max_new_tokens", cls.DEFAULT_MAX_NEW_TOKENS)),
             early_stopping=bool(data.get("early_stopping", False)),
         )
 
@@ -268,6 +270,7 @@ class PretrainedCaptionerConfig:
         return {
             "model_type": self.MODEL_TYPE,
             "architecture": self.ARCHITECTURE,
+            **self.ABOUT,
             "vision": self.vision.to_dict(),
             "text": self.text.to_dict(),
             "max_new_tokens": self.max_new_tokens,
@@ -302,7 +305,7 @@ class PretrainedCaptionerConfig:
         vision, text = cls.read_hf(config, preprocessor or {}, generation, weight_names)
         # transformers' max_length counts the start token, which ours do not; its
         # early_stopping="never" (a heuristic on the longest possible caption) reads as False.
-        max_new = DEFAULT_MAX_NEW_TOKENS
+        max_new = cls.DEFAULT_MAX_NEW_TOKENS
         if generation.get("max_new_tokens"):
             max_new = int(generation["max_new_tokens"])
         elif generation.get("max_length"):

@@ -127,3 +127,20 @@ def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
         if mine is not None and theirs is not None:
             diffs[name] = float(np.max(np.abs(np.array(mine.astype(mx.float32)) - theirs.numpy())))
     return diffs
+
+
+def sequences_after_prompt(
+    out: Any, prefix_length: int, end: int, return_scores: bool
+) -> list[list[int]] | tuple[list[list[int]], list[float] | None]:
+    """A captioner's ``generate(..., return_dict_in_generate=True)`` output as the generated
+    ids of each returned sequence (the first ``prefix_length`` ids, start tokens and prompt,
+    left out; up to and with the ``end`` token) and, with ``return_scores``, the sequence
+    scores (None but for beam search)."""
+    rows = []
+    for row in out.sequences.numpy().tolist():
+        generated = row[prefix_length:]
+        rows.append(generated[: generated.index(end) + 1] if end in generated else generated)
+    if return_scores:
+        scores = getattr(out, "sequences_scores", None)  # beam search only
+        return rows, None if scores is None else scores.numpy().tolist()
+    return rows

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_caption.models import blip, clip, dinov2, git, siglip, vit
+from mlx_caption.models import blip, clip, dinov2, git, siglip, vit, vit_gpt2
 from mlx_caption.models.base import Family
 from mlx_caption.models.clip.config import MODEL_TYPE as CLIP_MODEL_TYPE
 
 FAMILIES: dict[str, Family] = {
     f.name: f
-    for f in (clip.FAMILY, siglip.FAMILY, dinov2.FAMILY, vit.FAMILY, blip.FAMILY, git.FAMILY)
-}
+    for f in (
+        clip.FAMILY, siglip.FAMILY, dinov2.FAMILY, vit.FAMILY, blip.FAMILY, git.FAMILY,
+        vit_gpt2.FAMILY,
+    )
+}  # fmt: skip
 
 
 def supported_model_types(kind: str | None = None) -> list[str]:

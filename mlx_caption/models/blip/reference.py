@@ -16,7 +16,7 @@ import transformers
 from mlx_caption.models.base import hf_state
 from mlx_caption.models.blip.config import BlipConfig
 from mlx_caption.models.blip.model import PATCH_KEY
-from mlx_caption.models.reference import load_hf_model, random_hf_model
+from mlx_caption.models.reference import load_hf_model, random_hf_model, sequences_after_prompt
 
 
 def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
@@ -106,14 +106,7 @@ def generated_ids(
             output_scores=return_scores,
             **options,
         )
-    rows = []
-    for row in out.sequences.numpy().tolist():
-        generated = row[prompt_length:]
-        rows.append(generated[: generated.index(end) + 1] if end in generated else generated)
-    if return_scores:
-        scores = getattr(out, "sequences_scores", None)  # beam search only
-        return rows, None if scores is None else scores.numpy().tolist()
-    return rows
+    return sequences_after_prompt(out, prompt_length, end, return_scores)
 
 
 def random_inputs(cfg: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

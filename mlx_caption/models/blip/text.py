@@ -2,9 +2,8 @@
 image in every layer, and BERT's LM head tied to the word embeddings. Hugging Face parameter
 names (``text_decoder.bert.encoder.layer.N``, ``text_decoder.cls.predictions``).
 
-It speaks the generation engine's protocol (see :mod:`mlx_caption.generate`): the image's
-cross-attention keys and values are computed once per image (:meth:`decoding_memory`), the
-self-attention keys and values live in preallocated :class:`KVCache` buffers.
+It speaks the generation engine's protocol through
+:class:`~mlx_caption.models.cross_decoder.CrossAttentionDecoder`.
 """
 
 from __future__ import annotations
@@ -15,17 +14,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.blip.config import BlipTextConfig
-from mlx_caption.models.layers import (
-    ACTIVATIONS,
-    KVCache,
-    attend,
-    causal_mask,
-    merge_heads,
-    split_heads,
-)
+from mlx_caption.models.cross_decoder import CrossAttentionDecoder
+from mlx_caption.models.layers import ACTIVATIONS, KVCache, attend, merge_heads, split_heads
 from mlx_caption.tokens import SpecialTokens
-
-CrossKV = list[tuple[mx.array, mx.array]]
 
 
 class BlipTextSelfAttention(nn.Module):
@@ -186,94 +177,41 @@ class BlipTextOnlyMLMHead(nn.Module):
         self.predictions = BlipTextLMPredictionHead(cfg)
 
 
-class BlipTextLMHeadModel(nn.Module):
+class BlipTextLMHeadModel(CrossAttentionDecoder):
     """The decoder (``text_decoder``): ``bert`` and the LM head ``cls``.
 
     ``decoder(tokens, image_tokens)`` gives teacher-forced logits ``(B, L, vocab)``; the
-    generation protocol is :meth:`decoding_memory`, :meth:`make_cache`, :meth:`decode_step`
-    and the constants set here (``special_tokens``, ``vocab_size``, ``max_positions``,
-    ``default_max_length``, ``default_early_stopping``).
+    generation protocol comes from :class:`~mlx_caption.models.cross_decoder.CrossAttentionDecoder`.
     """
 
     def __init__(self, cfg: BlipTextConfig, default_max_length: int, early_stopping: bool):
-        super().__init__()
+        # Captions start with [DEC] and end with [SEP]; transformers suppresses no token when
+        # BLIP generates, and neither do we.
+        special = SpecialTokens(
+            start=(cfg.bos_token_id,), end=cfg.sep_token_id, pad=cfg.pad_token_id
+        )
+        super().__init__(
+            special, cfg.vocab_size, cfg.max_position_embeddings, default_max_length,
+            early_stopping,
+        )  # fmt: skip
         self.config = cfg
         self.bert = BlipTextModel(cfg)
         self.cls = BlipTextOnlyMLMHead(cfg)
-        # The generation protocol's constants. Captions start with [DEC] and end with [SEP];
-        # transformers suppresses no token when BLIP generates, and neither do we.
-        self.special_tokens = SpecialTokens(
-            start=(cfg.bos_token_id,), end=cfg.sep_token_id, pad=cfg.pad_token_id
-        )
-        self.vocab_size = cfg.vocab_size
-        self.max_positions = cfg.max_position_embeddings
-        self.default_max_length = default_max_length
-        self.default_early_stopping = early_stopping
 
     @property
     def layers(self) -> list[BlipTextLayer]:
         return self.bert.encoder.layer
 
-    # ----------------------------------------------------------------- generation protocol
-
-    def decoding_memory(self, image_tokens: mx.array) -> CrossKV:
-        """Per-layer cross-attention keys and values of the image, computed once per image."""
-        return [layer.crossattention.self.project_kv(image_tokens) for layer in self.layers]
-
-    def make_cache(
-        self, batch: int, max_length: int | None = None, dtype: mx.Dtype = mx.float32
-    ) -> list[KVCache]:
-        """Empty self-attention caches, one per layer."""
+    @property
+    def attention_shape(self) -> tuple[int, int]:
         cfg = self.config
-        length = cfg.max_position_embeddings if max_length is None else max_length
-        head_dim = cfg.hidden_size // cfg.num_attention_heads
-        return [
-            KVCache.empty(batch, cfg.num_attention_heads, length, head_dim, dtype)
-            for _ in self.layers
-        ]
+        return cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
 
-    def decode_step(
-        self,
-        tokens: mx.array,
-        memory: CrossKV,
-        cache: list[KVCache],
-        offset: int | mx.array,
-        return_attention: bool = False,
-    ) -> tuple[mx.array, mx.array | None]:
-        """Logits ``(B, L, vocab)`` of ``tokens`` written at ``offset``; with
-        ``return_attention`` their cross-attention ``(B, L, T_image)`` averaged over layers
-        and heads."""
-        return self(
-            tokens, cross_kv=memory, caches=cache, offset=offset, return_attention=return_attention
-        )
+    def cross_attention(self, layer: BlipTextLayer) -> BlipTextSelfAttention:
+        return layer.crossattention.self
 
-    # ----------------------------------------------------------------- forward
+    def embed(self, tokens: mx.array, offset: int | mx.array) -> mx.array:
+        return self.bert.embeddings(tokens, offset)
 
-    def __call__(
-        self,
-        tokens: mx.array,
-        image_tokens: mx.array | None = None,
-        *,
-        cross_kv: CrossKV | None = None,
-        caches: list[KVCache] | None = None,
-        offset: int | mx.array = 0,
-        return_attention: bool = False,
-    ) -> tuple[mx.array, mx.array | None]:
-        """Logits of ``tokens`` (B, L) given the image (``image_tokens`` or their
-        ``cross_kv``), and the mean cross-attention map when asked."""
-        if cross_kv is None:
-            if image_tokens is None:
-                raise ValueError("give image_tokens or cross_kv")
-            cross_kv = self.decoding_memory(image_tokens)
-        length = tokens.shape[1]
-        x = self.bert.embeddings(tokens, offset)
-        mask = "causal" if caches is None else causal_mask(length, caches[0].max_length, offset)
-        maps = []
-        for i, layer in enumerate(self.layers):
-            cache = None if caches is None else caches[i]
-            x, weights = layer(x, cross_kv[i], mask, cache, return_attention)
-            maps.append(weights)
-        logits = self.cls.predictions(x, self.bert.embeddings.word_embeddings)
-        if not return_attention:
-            return logits, None
-        return logits, mx.mean(mx.stack(maps), axis=(0, 2))
+    def head(self, x: mx.array) -> mx.array:
+        return self.cls.predictions(x, self.bert.embeddings.word_embeddings)
