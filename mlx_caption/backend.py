@@ -204,7 +204,7 @@ def default_parts() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def split_eval(fn: Callable[..., Any], *batched: Any, parts: int | None = None) -> Any:
+def split_eval(fn: Callable[..., Any], *batched: Any, parts: int = 1) -> Any:
     """``fn(*batched)`` evaluated, with the batch (axis 0 of every input) split over CPU streams.
 
     MLX runs each CPU op on one thread (only its matmuls use the BLAS's threads), so on a
@@ -214,11 +214,16 @@ def split_eval(fn: Callable[..., Any], *batched: Any, parts: int | None = None) 
     cores): every op then has a core. The outputs (an array or a tuple/list/dict of arrays)
     are concatenated back along axis 0. For inference: the result is evaluated here, and
     nothing may differentiate through it. On a GPU, or with one part, it is ``fn`` evaluated.
+
+    One part is the default: on the 2-core machine this project measures on, an encoder
+    forward split over two streams with one BLAS thread each ran slower than one stream with
+    the BLAS's threads (the matmuls dominate; benchmarks/README.md has the figures), so the
+    callers (generation, the feature cache, ``encode``, the bench) evaluate whole batches
+    until a machine shows the split paying off.
     """
     import mlx.core as mx
     from mlx.utils import tree_map
 
-    parts = default_parts() if parts is None else parts
     rows = batched[0].shape[0]
     if parts <= 1 or rows < 2 or on_gpu():
         out = fn(*batched)

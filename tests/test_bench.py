@@ -242,6 +242,12 @@ def test_cli_merge_with_refuses_what_is_not_a_results_file(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_cli_encoders_are_checked_against_the_zoo(tmp_path, capsys):
+    args = ["bench", "--tiny", "--only", "encoder", "--out", str(tmp_path)]
+    assert main([*args, "--encoders", "clip-vit-base-patch32", "nope"]) == 2
+    assert "no encoder 'nope' in the zoo" in capsys.readouterr().err
+
+
 def test_cli_rejects_bad_repeats(tmp_path, capsys):
     assert main(["bench", "--tiny", "--repeats", "0", "--out", str(tmp_path)]) == 2
     assert "--repeats" in capsys.readouterr().err

@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, help="timed repeats per figure (median is kept)")
     parser.add_argument(
+        "--encoders",
+        nargs="+",
+        metavar="NAME",
+        help="the encoder section's zoo encoders (at batch 1, 8 and 32) instead of one per "
+        "family and architecture",
+    )
+    parser.add_argument(
         "--merge-with",
         metavar="JSON",
         help="an earlier results file: the sections not run now are taken from it (the report "
@@ -88,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
             cfg.captioner_timing, repeats=args.repeats
         )
         changes["large_repeats"] = args.repeats
+    if args.encoders:
+        from mlx_caption.bench.encoder import encoder_config
+        from mlx_caption.bench.suite import ENCODER_BATCHES
+
+        for name in args.encoders:
+            try:
+                encoder_config(name)
+            except ValueError as e:
+                raise UserError(f"--encoders: {e}") from None
+        changes["encoder"] = {name: list(ENCODER_BATCHES) for name in args.encoders}
     cfg = dataclasses.replace(cfg, **changes)
     earlier = _read_results(args.merge_with) if args.merge_with else None
     results = run_and_write(cfg, args.out, bridge=not args.no_bridge, earlier=earlier)
