@@ -8,7 +8,7 @@ model built through ``models/registry.py`` with the same weights (the family's `
 Both sides start from NHWC float32 numpy pixels (what preprocessing yields) and end with the
 ``(B, T, D)`` token grid as an evaluated ``mx.array``, so the bridge pays its torch -> numpy
 -> MLX copy and MLX pays its numpy -> MLX copy; MLX runs as the library runs an encoder for
-inference (:func:`mlx_caption.backend.split_eval`: the batch split over the CPU's cores).
+inference (:func:`mlx_caption.backend.split_eval`, whole batches by default).
 Heads off the captioning path (contrastive projection, pooling head, pooler) are left out on
 both sides, as a captioner reads only the token grid. A float32 matmul of the same process is
 timed in the same rounds, giving the fraction of the machine's matmul peak each side reaches.
@@ -173,8 +173,8 @@ def build_pair(
 
 
 def encode(model: Any, pixels: np.ndarray) -> mx.array:
-    """The token grid as the library computes it for inference (``backend.split_eval``: the
-    batch over the CPU's cores), from numpy pixels."""
+    """The token grid as the library computes it for inference (``backend.split_eval``),
+    from numpy pixels."""
     return backend.split_eval(lambda x: model(x).last_hidden_state, mx.array(pixels))
 
 
