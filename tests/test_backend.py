@@ -1,6 +1,10 @@
 """The BLAS loader actually put an optimized BLAS under MLX when one is installed."""
 
 import os
+import platform
+import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -55,3 +59,32 @@ def test_split_eval_equals_one_stream():
     assert backend.blas_thread_count() == threads  # restored after the split
     one = backend.split_eval(lambda a: a * 2.0, x[:1])
     assert mx.array_equal(one, x[:1] * 2.0).item()
+
+
+# Allocates a 64 MiB array twice and prints the page faults of the second allocation.
+_REFAULT = """
+import resource, mlx_caption
+import mlx.core as mx
+x = mx.ones((16, 1 << 20)); mx.eval(x)
+y = x + 1; mx.eval(y); del y
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+y = x + 2; mx.eval(y)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
+)
+def test_freed_memory_is_reused_without_page_faults():
+    def refaults(setting: str) -> int:
+        env = {**os.environ, backend.MALLOC_ENV_VAR: setting}
+        out = subprocess.run(
+            [sys.executable, "-c", _REFAULT], env=env, capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    pages = 64 * 2**20 // resource.getpagesize()
+    assert refaults("") < pages // 100  # the freed block came back from the heap
+    assert refaults("system") > pages // 2  # glibc's default: a fresh mmap, faulted page by page
+    assert backend.malloc_status() == "freed memory kept for reuse"

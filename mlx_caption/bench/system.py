@@ -84,6 +84,7 @@ def system_info() -> dict[str, Any]:
             "reason": status.reason,
             "in_use": backend.blas_in_use(),
         },
+        "malloc": backend.malloc_status(),
         "threads": {
             "cpu_count": os.cpu_count(),
             "torch": torch_threads(),
