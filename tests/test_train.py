@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from train_fixtures import recipe
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
+from mlx_caption import backend
 from mlx_caption.cli import main
 from mlx_caption.commands.train import parse_overrides
 from mlx_caption.data.sources import load_records
@@ -33,10 +34,11 @@ from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.tokens import END, NO_TOKEN, START
 from mlx_caption.train.checkpoint import list_checkpoints, read_state
 from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimConfig
+from mlx_caption.train.distributed import World
 from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.schedule import GROUPS, WarmupDecay, build_optimizer, group_of
-from mlx_caption.train.step import TrainStep, caption_loss
-from mlx_caption.train.trainer import Trainer, set_trainable
+from mlx_caption.train.step import TrainStep, caption_loss, resolve_cpu_streams
+from mlx_caption.train.trainer import Trainer, check_recipe, set_trainable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,6 +248,7 @@ def test_step_for_recipe_is_the_configured_step():
         {
             "label_smoothing": 0.1,
             "compile": False,
+            "cpu_streams": 1,  # dropout draws differ per stream
             "optim": {"grad_clip": 1.0},
             "model": {"encoder_mode": "finetune"},
         }
@@ -260,6 +263,28 @@ def test_step_for_recipe_is_the_configured_step():
     np.testing.assert_allclose(losses, expected, rtol=1e-6)
     for k, v in weights(model).items():
         np.testing.assert_allclose(v, w_expected[k], atol=1e-6, err_msg=k)
+
+
+def test_cpu_streams_auto_splits_on_a_multicore_cpu():
+    parts = backend.default_parts()
+    assert resolve_cpu_streams("auto", 8) == (1 if backend.on_gpu() else parts)
+    assert resolve_cpu_streams("auto", 8, grad_checkpoint=True) == 1
+    assert resolve_cpu_streams("auto", 2 * parts + 1) == 1  # does not divide the images
+    assert resolve_cpu_streams(3, 9) == 3
+    model = tiny_captioner(dropout=0.0)
+    opt, _ = build_optimizer(TrainOptimConfig(), 10)
+    cfg = TrainConfig.from_dict({"batch_size": 8})
+    assert cfg.cpu_streams == "auto"
+    assert TrainStep.for_recipe(model, opt, cfg).cpu_streams == resolve_cpu_streams("auto", 8)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("fast", "'auto' or a whole number"), (0, "must be >= 1"), (3, "divide the 8 images")],
+)
+def test_bad_cpu_streams_is_refused(value, message):
+    with pytest.raises(UserError, match=message):
+        check_recipe(TrainConfig.from_dict({"batch_size": 8, "cpu_streams": value}), World())
 
 
 def test_grad_checkpoint_same_numbers():

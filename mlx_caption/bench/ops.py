@@ -449,7 +449,9 @@ def checkpoint_memory_row(model: Any, batch: int) -> dict:
         for compiled in (False, True):
             for ckpt in (False, True):
                 model.encoder.grad_checkpoint = ckpt
-                step = _step(model, from_features=False, compile=compiled)
+                step = _step(
+                    model, from_features=False, compile=compiled, images=batch, cpu_streams=1
+                )
                 step(pixels, tokens)
                 _release()
                 step(pixels, tokens)

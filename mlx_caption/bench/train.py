@@ -57,9 +57,13 @@ def _batch(model: Any, batch: int, length: int, seed: int) -> tuple[np.ndarray, 
     return pixels, mx.array(_tokens(model.config.decoder.vocab_size, batch, length, rng))
 
 
-def _step(model: Any, *, from_features: bool, compile: bool, cpu_streams: int = 1) -> Any:
-    from mlx_caption.train.step import TrainStep
+def _step(
+    model: Any, *, from_features: bool, compile: bool, images: int, cpu_streams: int | str = "auto"
+) -> Any:
+    """The step a recipe with these settings builds (``cpu_streams`` as a recipe gives it)."""
+    from mlx_caption.train.step import TrainStep, resolve_cpu_streams
 
+    cpu_streams = resolve_cpu_streams(cpu_streams, images, model.encoder.grad_checkpoint)
     return TrainStep(
         model,
         optim.AdamW(1e-4),
@@ -138,8 +142,8 @@ def bench_train(
         features = model.encode_features(pixels)
         mx.eval(features)
         model.train()
-        compiled = _step(model, from_features=True, compile=True)
-        eager = _step(model, from_features=True, compile=False)
+        compiled = _step(model, from_features=True, compile=True, images=batch)
+        eager = _step(model, from_features=True, compile=False, images=batch)
         group(
             {
                 "frozen_cached": lambda: compiled(features, tokens),
@@ -150,11 +154,11 @@ def bench_train(
 
     frozen: dict[str, Any] = {}
     if "frozen_live" in modes:
-        live = _step(model, from_features=False, compile=True)
+        live = _step(model, from_features=False, compile=True, images=batch)
         frozen["frozen_live"] = lambda: live(pixels, tokens)
     if "bridge" in modes and bridge_model is not None:
         # The torch encoder runs outside the MLX step; its grid feeds the same projector.
-        via_bridge = _step(model, from_features=True, compile=True)
+        via_bridge = _step(model, from_features=True, compile=True, images=batch)
         enc = bridge_model.bridge
         frozen["bridge"] = lambda: via_bridge(enc(pixels_np), tokens)
     if frozen:
@@ -169,7 +173,8 @@ def bench_train(
             continue
         model.unfreeze_encoder()
         model.encoder.grad_checkpoint = ckpt
-        tuned = _step(model, from_features=False, compile=True)
+        # One stream both ways, so the two rows differ by checkpointing alone.
+        tuned = _step(model, from_features=False, compile=True, images=batch, cpu_streams=1)
         group({name: lambda s=tuned: s(pixels, tokens)})
         tuned = None
         model.freeze_encoder()
@@ -235,7 +240,7 @@ def _race_frozen(
     t_grids = torch.from_numpy(grids).to(device)
     t_tokens = torch.from_numpy(tokens).long().to(device)
     _release()
-    mlx_step = _step(model, from_features=True, compile=True)
+    mlx_step = _step(model, from_features=True, compile=True, images=batch)
     eager = twin_mod.TrainStep(
         twin_mod.build(model, device=device), label_smoothing=LABEL_SMOOTHING
     )
@@ -310,7 +315,7 @@ def bench_finetune_torch(
     t_tokens = torch.from_numpy(np.array(tokens)).long().to(device)
     model.train()
     model.unfreeze_encoder()
-    mlx_step = _step(model, from_features=False, compile=True)
+    mlx_step = _step(model, from_features=False, compile=True, images=batch)
     encoder = copy.deepcopy(bridge_model.bridge.model)
     twin = twin_mod.TrainStep(
         twin_mod.build(model, encoder, device=device), label_smoothing=LABEL_SMOOTHING
@@ -347,7 +352,8 @@ def checkpoint_memory(
             model.train()
             model.unfreeze_encoder()
             model.encoder.grad_checkpoint = ckpt
-            step = _step(model, from_features=False, compile=True)
+            # One stream both ways: what checkpointing alone saves.
+            step = _step(model, from_features=False, compile=True, images=batch, cpu_streams=1)
             step(pixels, tokens)
             _release()
             row[f"{name}_resting_mb"] = mx.get_active_memory() / 2**20

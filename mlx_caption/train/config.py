@@ -157,9 +157,11 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     compile: bool = True
-    # Split each step's rows over this many CPU streams (ignored on a GPU): on a CPU a small
-    # model leaves cores idle between matmuls; see train.step.TrainStep.
-    cpu_streams: int = 1
+    # Split each step's rows over this many CPU streams (ignored on a GPU): MLX runs each
+    # element-wise op on one core, and a step has much element-wise work (loss over the
+    # vocabulary, AdamW, backward passes); see train.step.TrainStep. "auto": one stream per
+    # core, at most two (backend.default_parts), where that divides the images per process.
+    cpu_streams: int | str = "auto"
     log_every: int = 10
 
     _SECTIONS = {

@@ -106,9 +106,11 @@ class TrainStep:
 
     With ``cpu_streams = n > 1`` (CPU only) the rows are split into ``n`` chunks whose
     gradients are computed concurrently on ``n`` CPU streams, each with a ``1/n`` share of
-    the BLAS threads, then summed for one update: the same update (up to float rounding). A
-    small model leaves most cores idle between matmuls, so this is faster (the README's demo
-    section has the figures).
+    the BLAS threads, then summed for one update: the same update (up to float rounding).
+    MLX runs each element-wise op on one core, so one stream leaves cores idle through the
+    loss, the backward pass's element-wise work and AdamW; split, each has a core (the
+    README's training section has the figures). Recipes pick the count with
+    :func:`resolve_cpu_streams`.
     """
 
     def __init__(
@@ -207,6 +209,7 @@ class TrainStep:
         world: World | None = None,
     ) -> TrainStep:
         """The step a training recipe asks for (loss, clipping, encoder mode, compilation)."""
+        world_size = world.size if world is not None else 1
         return cls(
             model,
             optimizer,
@@ -216,7 +219,11 @@ class TrainStep:
             captions_per_image=cfg.data.captions_per_image,
             world=world,
             compile=cfg.compile,
-            cpu_streams=cfg.cpu_streams,
+            cpu_streams=resolve_cpu_streams(
+                cfg.cpu_streams,
+                cfg.batch_size // cfg.data.captions_per_image // world_size,
+                grad_checkpoint=bool(getattr(model.encoder, "grad_checkpoint", False)),
+            ),
         )
 
     def _all_sum(self, x: mx.array) -> mx.array:
@@ -248,6 +255,25 @@ class TrainStep:
                 loss, acc, norm, count = self._split_step(images, tokens)
                 mx.eval(loss, acc, norm, count, self.state)
         return StepOutput(loss.item(), acc.item(), norm.item(), int(count.item()))
+
+
+def resolve_cpu_streams(
+    setting: int | str, images_per_process: int, grad_checkpoint: bool = False
+) -> int:
+    """A recipe's ``cpu_streams`` as a count.
+
+    ``"auto"``: on a CPU one stream per core, at most two
+    (:func:`~mlx_caption.backend.default_parts`), when that divides the images each process
+    takes per step; otherwise one, and always one on a GPU or with gradient checkpointing
+    (asked for to save memory, while a split step holds one gradient per stream until they
+    are summed).
+    """
+    if setting != "auto":
+        return int(setting)
+    parts = backend.default_parts()
+    if backend.on_gpu() or grad_checkpoint or parts < 2 or images_per_process % parts:
+        return 1
+    return parts
 
 
 def _add(arrays) -> mx.array:

@@ -172,6 +172,10 @@ def check_recipe(cfg: TrainConfig, world: World) -> None:
             "make batch_size / captions_per_image a multiple of the process count"
         )
     streams = cfg.cpu_streams
+    if streams == "auto":
+        return
+    if isinstance(streams, bool) or not isinstance(streams, int):
+        raise UserError(f"cpu_streams must be 'auto' or a whole number, got {streams!r}")
     if streams < 1 or (images // world.size) % streams:
         raise UserError(
             f"cpu_streams must be >= 1 and divide the {images // world.size} images each "
