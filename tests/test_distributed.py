@@ -57,12 +57,12 @@ def _recipe(tmp_path: Path, mode: str, blip: bool = False) -> Path:
         },
     )
     if blip:  # fine-tuning a pretrained captioner: a tiny BLIP, as transformers saves one
-        from blip_fixtures import save_hf_blip
+        from captioner_fixtures import save_hf_captioner
         from prerequisites import require_module
 
         require_module("transformers", "the [torch] extra")
-        folder = save_hf_blip(
-            tmp_path / "blip", perturb=False, image_size=32, patch_size=8, vision_init=0.02
+        folder = save_hf_captioner(
+            tmp_path / "blip", "blip", perturb=False, image_size=32, patch_size=8, vision_init=0.02
         )
         d["model"] = {"init_from": str(folder), "encoder_mode": mode}
     path = tmp_path / "recipe.yaml"

@@ -1,6 +1,6 @@
 """PretrainedTokenizer: a pretrained captioner's own tokenizer, against transformers', for
 GPT-2's byte-level BPE built from vocab.json and merges.txt (BERT's WordPiece is tested with
-BLIP in test_blip.py), and the training rows it makes."""
+the captioner families in test_captioner_families.py), and the training rows it makes."""
 
 import numpy as np
 import pytest

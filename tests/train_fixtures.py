@@ -1,5 +1,8 @@
-"""A tiny training recipe shared by the training and distributed tests."""
+"""A tiny training recipe shared by the training and distributed tests, and what the tests
+that train a captioner until it learns the synthetic shapes share."""
 
+import json
+import time
 from pathlib import Path
 
 
@@ -48,3 +51,51 @@ def recipe(dataset: Path, cache: Path, **over) -> dict:
             node = node[p]
         node[leaf] = value
     return d
+
+
+def quiet(msg: str) -> None:
+    """A trainer's log that prints nothing."""
+
+
+def train_lines(run: Path) -> list[dict]:
+    """The training lines of a run's ``metrics.jsonl``."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == "train"]
+
+
+def learn_the_shapes(d: dict, run: Path, label: str) -> tuple:
+    """Train recipe ``d`` (on ``data.synthetic``) in ``run``: the run finishes and its loss
+    halves. Returns the trainer, the fit's result and the image-blind caption's ``CIDEr`` and
+    ``pair_f1`` on the validation images, the bars a model that looks must clear; prints
+    them beside the last evaluation's (``pytest -s`` shows it) under ``label``."""
+    from mlx_caption.data.synthetic import blind_baseline_caption, load_scenes, score_objects
+    from mlx_caption.metrics import score_captions
+    from mlx_caption.train.config import TrainConfig
+    from mlx_caption.train.trainer import Trainer
+
+    t0 = time.perf_counter()
+    trainer = Trainer.from_recipe(TrainConfig.from_dict(d), run, progress=False, log=quiet)
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    assert result.status == "finished"
+    losses = [r["loss"] for r in train_lines(run)]
+    assert losses[-1] < 0.5 * losses[0]
+
+    refs = {r.id: r.captions for r in trainer.data.val}
+    blind = blind_baseline_caption(c for r in trainer.data.train for c in r.captions)
+    synthetic = d["data"]["synthetic"]
+    name = "synthetic-{images}-{size}-{seed}".format(**synthetic)
+    scenes = load_scenes(run / "data" / name / "dataset_synthetic.json")
+    blind_scores = {
+        "CIDEr": score_captions(refs, dict.fromkeys(refs, blind), tokenizer="python")["CIDEr"],
+        "pair_f1": score_objects(
+            dict.fromkeys(refs, blind), {str(k): v for k, v in scenes.items()}
+        )["pair_f1"],
+    }
+    last = result.last_eval
+    print(
+        f"\n{label}: {seconds:.0f}s, loss {losses[0]:.2f} -> {losses[-1]:.2f}, "
+        f"CIDEr {last['CIDEr']:.3f} (blind {blind_scores['CIDEr']:.3f}), "
+        f"pair_f1 {last['pair_f1']:.3f} (blind {blind_scores['pair_f1']:.3f})"
+    )
+    return trainer, result, blind_scores

@@ -9,11 +9,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.base import CaptionerParts, sanitize_state
-from mlx_caption.models.blip.text import BlipTextEmbeddings
 from mlx_caption.models.git.config import GitConfig
 from mlx_caption.models.git.text import GitDecoderLayer, GitEncoder, ImageKV
 from mlx_caption.models.git.vision import GitProjection, GitVisionModel, GitVisionTransformer
-from mlx_caption.models.layers import KVCache, causal_mask
+from mlx_caption.models.layers import BertEmbeddings, KVCache, causal_mask
 from mlx_caption.tokens import SpecialTokens
 
 PATCH_KEY = "git.image_encoder.vision_model.embeddings.patch_embedding.weight"
@@ -25,7 +24,7 @@ class GitModel(nn.Module):
 
     def __init__(self, cfg: GitConfig):
         super().__init__()
-        self.embeddings = BlipTextEmbeddings(cfg.text)
+        self.embeddings = BertEmbeddings(cfg.text)
         self.image_encoder = GitVisionModel(cfg.vision)
         self.encoder = GitEncoder(cfg.text)
         self.visual_projection = GitProjection(cfg)

@@ -10,8 +10,8 @@ attends over them and the cached text keys/values in one softmax
 (:func:`~mlx_caption.models.layers.attend_prefixed`). transformers recomputes the prefix for
 every beam instead.
 
-The layer's pieces are BERT's, which BLIP's decoder uses too: its embeddings, residual
-output and feed-forward modules are reused here.
+The layer's pieces are BERT's (:mod:`mlx_caption.models.layers.bert`), as BLIP's decoder's
+are: the embeddings, the attention's projections, the residual output and the feed-forward.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_caption.models.blip.text import BlipTextIntermediate, BlipTextOutput, BlipTextSelfAttention
 from mlx_caption.models.git.config import GitTextConfig
 from mlx_caption.models.layers import (
+    BertIntermediate,
+    BertOutput,
+    BertSelfAttention,
     KVCache,
     attend_prefixed,
     merge_heads,
@@ -34,7 +36,7 @@ from mlx_caption.models.layers import (
 ImageKV = tuple[mx.array, mx.array]
 
 
-class GitSelfAttention(BlipTextSelfAttention):
+class GitSelfAttention(BertSelfAttention):
     """BERT's ``query``/``key``/``value`` over the image prefix and the text."""
 
     def image_attention(self, x: mx.array, kv: ImageKV) -> mx.array:
@@ -67,7 +69,7 @@ class GitAttention(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         self.self = GitSelfAttention(d, cfg.num_attention_heads, d)
-        self.output = BlipTextOutput(d, d, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
+        self.output = BertOutput(d, d, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
 
 
 class GitDecoderLayer(nn.Module):
@@ -77,8 +79,8 @@ class GitDecoderLayer(nn.Module):
     def __init__(self, cfg: GitTextConfig):
         super().__init__()
         self.attention = GitAttention(cfg)
-        self.intermediate = BlipTextIntermediate(cfg)
-        self.output = BlipTextOutput(
+        self.intermediate = BertIntermediate(cfg)
+        self.output = BertOutput(
             cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob
         )
 

@@ -1,6 +1,6 @@
 """Layers every model family shares: attention and its KV cache, the MLP, the pre-LN block,
-activations, patch stems and position embeddings. A family folder builds its modules from
-these."""
+BERT's post-LN pieces, activations, patch stems and position embeddings. A family folder
+builds its modules from these."""
 
 from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
 from mlx_caption.models.layers.attention import (
@@ -16,6 +16,12 @@ from mlx_caption.models.layers.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.bert import (
+    BertEmbeddings,
+    BertIntermediate,
+    BertOutput,
+    BertSelfAttention,
+)
 from mlx_caption.models.layers.blocks import PreNormBlock
 from mlx_caption.models.layers.mlp import MLP, activation
 from mlx_caption.models.layers.positions import (
@@ -30,6 +36,10 @@ __all__ = [
     "ACTIVATIONS",
     "MLP",
     "activation",
+    "BertEmbeddings",
+    "BertIntermediate",
+    "BertOutput",
+    "BertSelfAttention",
     "STEMS",
     "ConvStem",
     "KVCache",
