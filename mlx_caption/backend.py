@@ -244,7 +244,8 @@ def cpu_streams(count: int) -> list:
 
 
 def default_parts() -> int:
-    """How many CPU streams :func:`split_eval` uses by default: one per core, at most two."""
+    """CPU streams to spread element-wise work over: one per core, at most two (the
+    training step's ``cpu_streams: auto``, the loss's row split)."""
     return max(1, min(2, os.cpu_count() or 1))
 
 
