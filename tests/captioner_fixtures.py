@@ -439,12 +439,12 @@ class CaptionerFamily:
 
     What the family does (token for token against transformers unless said):
     ``min_distinct_captions`` (of 8 images), ``attention_sums_to_one`` (cross-attention; GIT's
-    map is the image's share of a self-attention), ``page_max_length`` (the page's slider),
-    ``zoo_name``/``hub_id`` (the zoo row the tests fetch), ``converted`` (``config.json`` of
-    a converted folder: dotted paths and their values), ``sanitized`` (tensor shapes after
-    ``sanitize``), ``transposed`` (square tensors ``sanitize`` transposes: their shape
-    cannot tell), ``not_sanitized`` (key fragments ``sanitize`` drops), ``legacy_buffers``
-    (tensors old checkpoints carry, which ``sanitize`` drops; ``(layers) -> dict``).
+    map is the image's share of a self-attention), ``zoo_name``/``hub_id`` (the zoo row the
+    tests fetch), ``converted`` (``config.json`` of a converted folder: dotted paths and
+    their values), ``sanitized`` (tensor shapes after ``sanitize``), ``transposed`` (square
+    tensors ``sanitize`` transposes: their shape cannot tell), ``not_sanitized`` (key
+    fragments ``sanitize`` drops), ``legacy_buffers`` (tensors old checkpoints carry, which
+    ``sanitize`` drops; ``(layers) -> dict``).
 
     Refusals: ``missing_tensor`` (a key fragment whose tensors are left out),
     ``wrong_shape`` (a key, a wrong shape, and that shape as the error gives it),
@@ -473,7 +473,6 @@ class CaptionerFamily:
     start_end_pad: tuple[str, str, str]
     min_distinct_captions: int
     attention_sums_to_one: bool
-    page_max_length: int
     zoo_name: str
     hub_id: str
     converted: dict[str, Any]
@@ -505,6 +504,8 @@ class CaptionerFamily:
         return side, side
 
 
+# transformers' default when the checkpoint sets no length: 20 new tokens, whatever the prompt.
+DEFAULT_LENGTH = {"max_new_tokens": 20, "length_counts_prompt": False}
 TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 64, "text_hidden_size": 64, "heads": 2}
 
 BLIP = CaptionerFamily(
@@ -522,10 +523,9 @@ BLIP = CaptionerFamily(
     start_end_pad=("[DEC]", "[SEP]", "[PAD]"),
     min_distinct_captions=1,
     attention_sums_to_one=True,
-    page_max_length=20,
     zoo_name="blip-base",
     hub_id="Salesforce/blip-image-captioning-base",
-    converted={"model_type": "blip", "vision.preprocess.resize_mode": "exact"},
+    converted={"model_type": "blip", "vision.preprocess.resize_mode": "exact", **DEFAULT_LENGTH},
     sanitized={"vision_model.embeddings.patch_embedding.weight": (32, 16, 16, 3)},
     not_sanitized=("text_decoder.cls.predictions.decoder",),
     missing_tensor="layer.1.crossattention.self.key.bias",
@@ -558,10 +558,9 @@ GIT = CaptionerFamily(
     start_end_pad=("[CLS]", "[SEP]", "[PAD]"),
     min_distinct_captions=4,
     attention_sums_to_one=False,
-    page_max_length=20,
     zoo_name="git-base-coco",
     hub_id="microsoft/git-base-coco",
-    converted={"model_type": "git", "vision.model_type": "git_vision_model"},
+    converted={"model_type": "git", "vision.model_type": "git_vision_model", **DEFAULT_LENGTH},
     sanitized={
         "git.image_encoder.vision_model.embeddings.patch_embedding.weight": (32, 16, 16, 3),
         "output.weight": (len(VOCAB), 32),
@@ -598,10 +597,9 @@ VIT_GPT2 = CaptionerFamily(
     start_end_pad=(END_TOKEN, END_TOKEN, END_TOKEN),
     min_distinct_captions=6,
     attention_sums_to_one=True,
-    page_max_length=21,  # the slider goes one past the default (20)
     zoo_name="vit-gpt2",
     hub_id="nlpconnect/vit-gpt2-image-captioning",
-    converted={"model_type": "vision-encoder-decoder", "decoder": "gpt2"},
+    converted={"model_type": "vision-encoder-decoder", "decoder": "gpt2", **DEFAULT_LENGTH},
     sanitized={
         "decoder.transformer.h.1.attn.c_attn.weight": (96, 32),  # torch's Conv1D: (32, 96)
         "decoder.transformer.h.1.crossattention.c_attn.weight": (64, 32),

@@ -49,5 +49,8 @@ def test_config_refusals():
         GitConfig.from_hf({**hf, "tie_word_embeddings": True})
     cfg = GitConfig.from_hf(hf, None, {"max_length": 50, "eos_token_id": [102]})
     assert cfg.max_new_tokens == 49 and cfg.text.eos_token_id == 102
+    assert cfg.length_counts_prompt  # transformers' max_length counts a prompt too
+    # No generation_config.json: config.json's settings, as transformers reads them.
+    assert GitConfig.from_hf({**hf, "max_length": 30}).max_new_tokens == 29
     assert cfg.vision.num_tokens == 197 and cfg.text.num_hidden_layers == 6
     assert GitConfig.from_dict(cfg.to_dict()) == cfg

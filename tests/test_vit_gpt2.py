@@ -50,9 +50,10 @@ def test_config_refusals_name_what_is_not_supported():
     cfg = VitGpt2Config.from_hf(config, generation=generation)
     assert (cfg.text.decoder_start_token_id, cfg.text.eos_token_id) == (3, 7)
     assert cfg.max_new_tokens == 12 and cfg.text.pad_token_id == 7  # pad: eos, as transformers
+    assert not cfg.length_counts_prompt
     # No generation_config.json: config.json's settings, the decoder's filling the gaps.
     cfg = VitGpt2Config.from_hf({**config, "max_length": 16, "decoder_start_token_id": None})
-    assert cfg.max_new_tokens == 15  # the start token counts
+    assert cfg.max_new_tokens == 15 and cfg.length_counts_prompt  # the start token counts
     assert cfg.text.decoder_start_token_id == config["decoder"]["bos_token_id"]
     with pytest.raises(ValueError, match="only one end token"):
         VitGpt2Config.from_hf(config, generation={"bos_token_id": 3, "eos_token_id": [7, 8]})

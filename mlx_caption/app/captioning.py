@@ -26,7 +26,7 @@ class Decoding:
     """The page's decoding choices (hashable: part of the result cache key)."""
 
     strategy: str = "greedy"
-    max_length: int | None = None  # None: the decoder's default (its max_length - 1)
+    max_length: int | None = None  # None: the decoder's default_max_length
     num_beams: int = 3
     temperature: float = 1.0
     top_p: float = 0.9

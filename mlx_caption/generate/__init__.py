@@ -15,8 +15,9 @@ protocol:
   None;
 - ``special_tokens`` (:class:`~mlx_caption.tokens.SpecialTokens`), ``vocab_size``,
   ``max_positions`` (positions, start tokens and prompt included), and the defaults of
-  :class:`DecodingConfig` it wants: ``default_max_length`` (generated tokens) and
-  ``default_early_stopping``.
+  :class:`DecodingConfig` it wants: ``default_max_length`` (generated tokens),
+  ``default_length_counts_prompt`` (a prompt's tokens come out of it, as they do of a
+  ``max_length`` a pretrained checkpoint sets, in transformers) and ``default_early_stopping``.
 
 Greedy and beam search follow transformers' ``generate`` token for token (the BLIP parity
 test checks it): lengths count generated tokens, the prompt excluded (transformers'

@@ -36,10 +36,16 @@ def decode(
         return []
     prompt_ids = tokenizer.encode_text(config.prompt) if config.prompt else []
     prefix = [*decoder.special_tokens.start, *prompt_ids]
+    default_length = decoder.default_max_length
+    if decoder.default_length_counts_prompt:  # as transformers counts a checkpoint's max_length
+        default_length -= len(prompt_ids)
+        if default_length < 1 and config.max_length is None:
+            raise UserError(
+                f"the prompt's {len(prompt_ids)} tokens leave no room in the model's default "
+                "caption length; set max_length"
+            )
     cfg = config.resolved(
-        decoder.max_positions - len(prefix) + 1,
-        decoder.default_max_length,
-        decoder.default_early_stopping,
+        decoder.max_positions - len(prefix) + 1, default_length, decoder.default_early_stopping
     )
     with eval_mode(decoder):
         # One copy of each image's memory serves all its rows (beams or samples, grouped by

@@ -22,7 +22,8 @@ class DecodingConfig:
         strategy: ``"greedy"``, ``"beam"`` or ``"sample"``.
         max_length: most tokens generated per caption (the end token included, the prompt
             not: transformers' ``max_new_tokens``); defaults to the model's usual caption
-            length, within what its positions leave after the start tokens and prompt.
+            length (less the prompt's tokens where the model's default counts them), within
+            what its positions leave after the start tokens and prompt.
         min_length: the end token is forbidden before this many generated tokens
             (transformers' ``min_new_tokens``).
         num_beams: beams per image (beam search).

@@ -226,34 +226,74 @@ class VisionEncoder(nn.Module):
         return x, tuple(hidden) if hidden is not None else None
 
 
-# transformers' GenerationConfig default (max_length=20) counts the start token; ours counts
-# generated tokens only, so a caption gets the same 19 by default.
-DEFAULT_MAX_NEW_TOKENS = 19
+# How long transformers' generate runs, as a checkpoint's generation settings decide it
+# (generation/utils.py, _prepare_generated_length): `max_new_tokens` counts generated tokens;
+# `max_length` counts the whole sequence, the start token and any prompt included; with
+# neither, 20 new tokens whatever the prompt. Ours count generated tokens.
+DEFAULT_MAX_NEW_TOKENS = 20
+
+
+def hf_generation_settings(
+    config: dict, generation: dict | None, text_section: str | None = None
+) -> dict[str, Any]:
+    """The generation settings transformers reads from a checkpoint: its
+    ``generation_config.json`` when it has one; otherwise ``config.json``, whose
+    ``text_section`` (a composite's decoder config) fills what the top level leaves unset
+    (``GenerationConfig.from_model_config``)."""
+    if generation is not None:
+        return {k: v for k, v in generation.items() if v is not None}
+    text = (config.get(text_section) or {}) if text_section else {}
+    top = {k: v for k, v in config.items() if v is not None}
+    return {**{k: v for k, v in text.items() if v is not None}, **top}
+
+
+def generation_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """``max_new_tokens``, ``length_counts_prompt`` and ``early_stopping`` of a
+    :class:`PretrainedCaptionerConfig` from the generation settings transformers' generate
+    runs with (:func:`hf_generation_settings`): what it generates by default, token for
+    token. A ``max_length`` there counts the start token, and a prompt's tokens too
+    (``length_counts_prompt``); transformers' ``early_stopping="never"`` (a heuristic on the
+    longest possible caption) reads as False."""
+    counts_prompt = False
+    max_new = DEFAULT_MAX_NEW_TOKENS
+    if settings.get("max_new_tokens"):
+        max_new = int(settings["max_new_tokens"])
+    elif settings.get("max_length"):
+        max_new, counts_prompt = int(settings["max_length"]) - 1, True
+    return {
+        "max_new_tokens": max_new,
+        "length_counts_prompt": counts_prompt,
+        "early_stopping": settings.get("early_stopping", False) is True,
+    }
 
 
 @dataclass
 class PretrainedCaptionerConfig:
     """What every pretrained captioner's config shares (BLIP's and GIT's are subclasses):
     ``vision`` (its image side, an :class:`EncoderConfig`), ``text`` (its decoder's config,
-    Hugging Face field names) and the defaults of ``generate``, transformers' or the
-    checkpoint's ``generation_config.json``.
+    Hugging Face field names) and the defaults of ``generate``, those transformers' own
+    ``generate`` runs with (:func:`generation_defaults`): ``max_new_tokens`` (tokens a caption
+    may generate after its start token), ``length_counts_prompt`` (a prompt's tokens come out
+    of them) and ``early_stopping``.
 
     A subclass sets ``MODEL_TYPE`` and ``ARCHITECTURE`` (the one class of that model type it
     reads), ``VISION`` and ``TEXT`` (the two config classes, each with ``from_dict`` and
     ``to_dict``), redeclares ``vision`` and ``text`` with their defaults, and writes
-    ``from_hf``.
+    ``read_hf`` (or ``from_hf``); ``READS_GENERATION_SETTINGS`` False when transformers'
+    ``generate`` for the architecture ignores the checkpoint's generation settings.
     """
 
     MODEL_TYPE: ClassVar[str] = ""
     ARCHITECTURE: ClassVar[str] = ""
     VISION: ClassVar[type] = EncoderConfig
     TEXT: ClassVar[type] = dict
-    DEFAULT_MAX_NEW_TOKENS: ClassVar[int] = DEFAULT_MAX_NEW_TOKENS
+    READS_GENERATION_SETTINGS: ClassVar[bool] = True
     ABOUT: ClassVar[dict[str, Any]] = {}  # anything else config.json should say
 
     vision: Any = None
     text: Any = None
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    length_counts_prompt: bool = False
     early_stopping: bool = False
 
     @classmethod
@@ -262,7 +302,8 @@ class PretrainedCaptionerConfig:
         return cls(
             vision=cls.VISION.from_dict(data.get("vision", {})),
             text=cls.TEXT.from_dict(data.get("text", {})),
-            max_new_tokens=int(data.get("max_new_tokens", cls.DEFAULT_MAX_NEW_TOKENS)),
+            max_new_tokens=int(data.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            length_counts_prompt=bool(data.get("length_counts_prompt", False)),
             early_stopping=bool(data.get("early_stopping", False)),
         )
 
@@ -274,6 +315,7 @@ class PretrainedCaptionerConfig:
             "vision": self.vision.to_dict(),
             "text": self.text.to_dict(),
             "max_new_tokens": self.max_new_tokens,
+            "length_counts_prompt": self.length_counts_prompt,
             "early_stopping": self.early_stopping,
         }
 
@@ -301,17 +343,12 @@ class PretrainedCaptionerConfig:
                 f"{cls.MODEL_TYPE} checkpoint of architecture {architectures}: only "
                 f"{cls.ARCHITECTURE} (image captioning) is supported"
             )
+        settings = {}
+        if cls.READS_GENERATION_SETTINGS:
+            settings = hf_generation_settings(config, generation)
         generation = generation or {}
         vision, text = cls.read_hf(config, preprocessor or {}, generation, weight_names)
-        # transformers' max_length counts the start token, which ours do not; its
-        # early_stopping="never" (a heuristic on the longest possible caption) reads as False.
-        max_new = cls.DEFAULT_MAX_NEW_TOKENS
-        if generation.get("max_new_tokens"):
-            max_new = int(generation["max_new_tokens"])
-        elif generation.get("max_length"):
-            max_new = int(generation["max_length"]) - 1
-        early = generation.get("early_stopping", False) is True
-        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
+        return cls(vision=vision, text=text, **generation_defaults(settings))
 
     @classmethod
     def read_hf(

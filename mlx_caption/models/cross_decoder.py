@@ -16,6 +16,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_caption.models.base import PretrainedCaptionerConfig
 from mlx_caption.models.layers import KVCache, causal_mask
 from mlx_caption.tokens import SpecialTokens
 
@@ -29,7 +30,9 @@ class CrossAttentionDecoder(nn.Module):
         special_tokens: the ids captions start with, end with and are padded with.
         vocab_size, max_positions: the protocol's constants (positions include the start
             tokens and any prompt).
-        default_max_length, early_stopping: the defaults of ``DecodingConfig`` it wants.
+        defaults: the captioner's config, whose generation defaults (``max_new_tokens``,
+            ``length_counts_prompt``, ``early_stopping``) are the ``DecodingConfig``
+            defaults it wants.
     """
 
     def __init__(
@@ -37,15 +40,15 @@ class CrossAttentionDecoder(nn.Module):
         special_tokens: SpecialTokens,
         vocab_size: int,
         max_positions: int,
-        default_max_length: int,
-        early_stopping: bool,
+        defaults: PretrainedCaptionerConfig,
     ):
         super().__init__()
         self.special_tokens = special_tokens
         self.vocab_size = vocab_size
         self.max_positions = max_positions
-        self.default_max_length = default_max_length
-        self.default_early_stopping = early_stopping
+        self.default_max_length = defaults.max_new_tokens
+        self.default_length_counts_prompt = defaults.length_counts_prompt
+        self.default_early_stopping = defaults.early_stopping
 
     # What a subclass defines.
 

@@ -126,6 +126,7 @@ class TextDecoder(nn.Module):
 
     special_tokens: SpecialTokens = CAPTION_TOKENS
     default_early_stopping = True
+    default_length_counts_prompt = False
 
     @property
     def num_heads(self) -> int:

@@ -80,6 +80,10 @@ class BlipConfig(PretrainedCaptionerConfig):
     ARCHITECTURE = "BlipForConditionalGeneration"
     VISION = BlipVisionConfig
     TEXT = BlipTextConfig
+    # transformers' BLIP generates through its text decoder's own generation config, built
+    # from text_config, whose generation fields transformers 5 drops: generation_config.json
+    # and the lengths in config.json never reach it, so every caption gets the defaults.
+    READS_GENERATION_SETTINGS = False
 
     vision: BlipVisionConfig = field(default_factory=BlipVisionConfig)
     text: BlipTextConfig = field(default_factory=BlipTextConfig)

@@ -35,7 +35,7 @@ class BlipForConditionalGeneration(CaptionerParts):
         super().__init__()
         self.config = cfg
         self.vision_model = BlipVisionModel(cfg.vision)
-        self.text_decoder = BlipTextLMHeadModel(cfg.text, cfg.max_new_tokens, cfg.early_stopping)
+        self.text_decoder = BlipTextLMHeadModel(cfg.text, cfg)
 
     @property
     def encoder(self) -> BlipVisionModel:

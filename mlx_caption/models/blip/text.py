@@ -13,6 +13,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_caption.models.base import PretrainedCaptionerConfig
 from mlx_caption.models.blip.config import BlipTextConfig
 from mlx_caption.models.cross_decoder import CrossAttentionDecoder
 from mlx_caption.models.layers import (
@@ -115,16 +116,13 @@ class BlipTextLMHeadModel(CrossAttentionDecoder):
     generation protocol comes from :class:`~mlx_caption.models.cross_decoder.CrossAttentionDecoder`.
     """
 
-    def __init__(self, cfg: BlipTextConfig, default_max_length: int, early_stopping: bool):
+    def __init__(self, cfg: BlipTextConfig, defaults: PretrainedCaptionerConfig):
         # Captions start with [DEC] and end with [SEP]; transformers suppresses no token when
         # BLIP generates, and neither do we.
         special = SpecialTokens(
             start=(cfg.bos_token_id,), end=cfg.sep_token_id, pad=cfg.pad_token_id
         )
-        super().__init__(
-            special, cfg.vocab_size, cfg.max_position_embeddings, default_max_length,
-            early_stopping,
-        )  # fmt: skip
+        super().__init__(special, cfg.vocab_size, cfg.max_position_embeddings, defaults)
         self.config = cfg
         self.bert = BlipTextModel(cfg)
         self.cls = BlipTextOnlyMLMHead(cfg)

@@ -56,6 +56,7 @@ class GitForCausalLM(CaptionerParts):
         self.max_positions = text.max_position_embeddings
         self.default_max_length = cfg.max_new_tokens
         self.default_early_stopping = cfg.early_stopping
+        self.default_length_counts_prompt = cfg.length_counts_prompt
 
     @property
     def encoder(self) -> GitVisionTransformer:

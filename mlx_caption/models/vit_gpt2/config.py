@@ -9,16 +9,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlx_caption.models.base import PretrainedCaptionerConfig
+from mlx_caption.models.base import (
+    PretrainedCaptionerConfig,
+    generation_defaults,
+    hf_generation_settings,
+)
 from mlx_caption.models.vit import ViTConfig
 
 MODEL_TYPE = "vision-encoder-decoder"
 ENCODER_TYPE = "vit"
 DECODER_TYPE = "gpt2"
 GPT2_END = 50256  # <|endoftext|>: GPT-2's bos, eos and (in ViT-GPT2) pad and decoder start
-# What transformers generates when neither the checkpoint nor the call sets a length: 20 new
-# tokens. A max_length the checkpoint sets counts the decoder start token (see from_hf).
-DEFAULT_MAX_NEW_TOKENS = 20
 
 
 @dataclass
@@ -78,14 +79,10 @@ class VitGpt2Config(PretrainedCaptionerConfig):
     ARCHITECTURE = "VisionEncoderDecoderModel"
     VISION = ViTConfig
     TEXT = GPT2Config
-    DEFAULT_MAX_NEW_TOKENS = DEFAULT_MAX_NEW_TOKENS
     ABOUT = {"encoder": ENCODER_TYPE, "decoder": DECODER_TYPE}
 
     vision: ViTConfig = field(default_factory=ViTConfig)
     text: GPT2Config = field(default_factory=GPT2Config)
-    # generate()'s defaults: the checkpoint's generation config (transformers' otherwise).
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    early_stopping: bool = False
 
     @property
     def projects(self) -> bool:
@@ -131,7 +128,7 @@ class VitGpt2Config(PretrainedCaptionerConfig):
                 f"and a {text.n_embd}-wide GPT-2: GPT-2's cross-attention reads tokens of its "
                 "own width"
             )
-        settings = _generation_settings(config, decoder, generation)
+        settings = hf_generation_settings(config, generation, "decoder")
         start = settings.get("decoder_start_token_id", settings.get("bos_token_id"))
         if start is None:
             raise ValueError("no decoder_start_token_id (nor bos_token_id) in the config")
@@ -140,14 +137,7 @@ class VitGpt2Config(PretrainedCaptionerConfig):
         text.decoder_start_token_id = int(start)
         text.eos_token_id = eos
         text.pad_token_id = eos if pad is None else int(pad)  # transformers pads with eos
-        max_new = DEFAULT_MAX_NEW_TOKENS
-        if settings.get("max_new_tokens"):
-            max_new = int(settings["max_new_tokens"])
-        elif settings.get("max_length"):
-            max_new = int(settings["max_length"]) - 1  # transformers counts the start token
-        # transformers' "never" (a heuristic on the longest possible caption) reads as False.
-        early = settings.get("early_stopping", False) is True
-        return cls(vision=vision, text=text, max_new_tokens=max_new, early_stopping=early)
+        return cls(vision=vision, text=text, **generation_defaults(settings))
 
 
 def _check_decoder(decoder: dict) -> None:
@@ -158,16 +148,6 @@ def _check_decoder(decoder: dict) -> None:
         raise ValueError("a GPT-2 decoder with untied output embeddings is not supported")
     if decoder.get("n_embd", 768) % decoder.get("n_head", 12):
         raise ValueError(f"n_embd {decoder.get('n_embd')} is not divisible by n_head")
-
-
-def _generation_settings(config: dict, decoder: dict, generation: dict | None) -> dict:
-    """Where transformers reads generation settings from: ``generation_config.json`` when the
-    checkpoint has one; otherwise ``config.json``, its decoder section filling what the top
-    level leaves unset."""
-    if generation:
-        return {k: v for k, v in generation.items() if v is not None}
-    top = {k: v for k, v in config.items() if v is not None}
-    return {**{k: v for k, v in decoder.items() if v is not None}, **top}
 
 
 def _single_id(value: Any, name: str) -> int:

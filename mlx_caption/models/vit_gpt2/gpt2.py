@@ -13,6 +13,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_caption.models.base import PretrainedCaptionerConfig
 from mlx_caption.models.cross_decoder import CrossAttentionDecoder
 from mlx_caption.models.layers import KVCache, activation, attend, merge_heads
 from mlx_caption.models.layers import split_heads as heads
@@ -146,7 +147,7 @@ class GPT2LMHeadModel(CrossAttentionDecoder):
     :class:`~mlx_caption.models.cross_decoder.CrossAttentionDecoder`.
     """
 
-    def __init__(self, cfg: GPT2Config, default_max_length: int, early_stopping: bool):
+    def __init__(self, cfg: GPT2Config, defaults: PretrainedCaptionerConfig):
         # Captions start with the decoder start token and end with eos (both <|endoftext|> in
         # ViT-GPT2, which also pads). GPT-2's unknown token is <|endoftext|> too: none is
         # declared, so banning the unknown token never bans the end. transformers suppresses
@@ -154,9 +155,7 @@ class GPT2LMHeadModel(CrossAttentionDecoder):
         special = SpecialTokens(
             start=(cfg.decoder_start_token_id,), end=cfg.eos_token_id, pad=cfg.pad_token_id
         )
-        super().__init__(
-            special, cfg.vocab_size, cfg.n_positions, default_max_length, early_stopping
-        )
+        super().__init__(special, cfg.vocab_size, cfg.n_positions, defaults)
         self.config = cfg
         self.transformer = GPT2Model(cfg)
 

@@ -46,7 +46,7 @@ class VisionEncoderDecoderModel(CaptionerParts):
         self.encoder = ViTModel(cfg.vision)
         if cfg.projects:
             self.enc_to_dec_proj = nn.Linear(cfg.vision.hidden_size, cfg.text.n_embd)
-        self.decoder = GPT2LMHeadModel(cfg.text, cfg.max_new_tokens, cfg.early_stopping)
+        self.decoder = GPT2LMHeadModel(cfg.text, cfg)
 
     def encode_features(self, pixels: mx.array) -> mx.array:
         """The ViT's normalised token grid ``(B, T, D)`` (what a feature cache holds)."""
