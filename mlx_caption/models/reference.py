@@ -1,9 +1,11 @@
 """What every family's ``reference`` module shares: building, loading and running its
-transformers model on NHWC pixels, mapping weights back, comparing with the MLX encoder.
+transformers model on NHWC pixels, mapping weights back, comparing with the MLX model.
 
-A family's ``reference.py`` describes only what differs, as a :class:`TorchSide`, and takes
-the functions the bridge, ``convert --verify`` and the parity tests call from it. Imports
-torch (the ``torch`` extra); only the families' ``reference`` modules import this.
+An encoder family's ``reference.py`` describes only what differs, as a :class:`TorchSide`, and
+takes the functions the bridge, ``convert --verify`` and the parity tests call from it; a
+captioner family's writes its own and builds them from the helpers here (``pixel_values``,
+``random_inputs``, ``generated_ids``, ``max_abs_diff``). Imports torch (the ``torch`` extra);
+only the families' ``reference`` modules import this.
 """
 
 from __future__ import annotations
@@ -93,6 +95,16 @@ def load_hf_model(model_class: type, folder: str | Path, **kwargs: Any) -> Any:
     return model_class.from_pretrained(str(folder), dtype=torch.float32, **kwargs).eval()
 
 
+def pixel_values(pixels: np.ndarray) -> torch.Tensor:
+    """NHWC float pixels as transformers' NCHW ``pixel_values``."""
+    return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
+
+
+def max_abs_diff(ours: mx.array, theirs: np.ndarray) -> float:
+    """The largest absolute difference of an MLX array (any dtype) and a NumPy one."""
+    return float(np.max(np.abs(np.array(ours.astype(mx.float32)) - theirs)))
+
+
 def forward(model: Any, pixels: np.ndarray, **kwargs: Any) -> Any:
     """The torch model's output for NHWC float pixels (an NCHW view of the same buffer).
 
@@ -100,8 +112,7 @@ def forward(model: Any, pixels: np.ndarray, **kwargs: Any) -> Any:
     (``interpolate_pos_encoding``; DINOv2 always resizes), as the MLX encoders do. The pixels
     move to the model's device and dtype (CUDA, half precision).
     """
-    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
-    x = x.to(model.device, model.dtype)
+    x = pixel_values(pixels).to(model.device, model.dtype)
     if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
         kwargs.setdefault("interpolate_pos_encoding", True)
     with torch.inference_mode():
@@ -125,7 +136,7 @@ def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
     for name in OUTPUTS:
         mine, theirs = getattr(out, name, None), getattr(ref, name, None)
         if mine is not None and theirs is not None:
-            diffs[name] = float(np.max(np.abs(np.array(mine.astype(mx.float32)) - theirs.numpy())))
+            diffs[name] = max_abs_diff(mine, theirs.numpy())
     return diffs
 
 
@@ -144,3 +155,40 @@ def sequences_after_prompt(
         scores = getattr(out, "sequences_scores", None)  # beam search only
         return rows, None if scores is None else scores.numpy().tolist()
     return rows
+
+
+def random_inputs(
+    size: int, start: int, vocab_size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two random NHWC images ``size`` square and two rows of ids (``start``, then 7 random
+    ids below ``vocab_size``): what a captioner family's ``compare`` feeds both sides."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+    ids = np.array([[start, *rng.integers(0, vocab_size, 7)]] * 2)
+    return pixels, ids
+
+
+def generated_ids(
+    model: Any,
+    pixels: np.ndarray,
+    input_ids: list[int],
+    prompt_length: int,
+    end: int,
+    return_scores: bool,
+    ids_name: str = "input_ids",
+    **options: Any,
+) -> list[list[int]] | tuple[list[list[int]], list[float] | None]:
+    """transformers' ``generate`` on ``pixels`` from ``input_ids`` (the same for every image,
+    passed as ``ids_name``: ViT-GPT2's are ``decoder_input_ids``): each returned sequence's
+    ids after its first ``prompt_length``, cut after the first ``end``; with
+    ``return_scores`` also the sequence scores (None but for beams)."""
+    ids = torch.tensor([input_ids] * len(pixels), dtype=torch.long)
+    with torch.inference_mode():
+        out = model.generate(
+            pixel_values=pixel_values(pixels),
+            return_dict_in_generate=True,
+            output_scores=return_scores,
+            **{ids_name: ids},
+            **options,
+        )
+    return sequences_after_prompt(out, prompt_length, end, return_scores)

@@ -16,7 +16,14 @@ import transformers
 from mlx_caption.models.base import hf_state
 from mlx_caption.models.blip.config import BlipConfig
 from mlx_caption.models.blip.model import PATCH_KEY
-from mlx_caption.models.reference import load_hf_model, random_hf_model, sequences_after_prompt
+from mlx_caption.models.reference import (
+    generated_ids,
+    load_hf_model,
+    max_abs_diff,
+    pixel_values,
+    random_hf_model,
+    random_inputs,
+)
 
 
 def hf_config(cfg: BlipConfig) -> transformers.BlipConfig:
@@ -59,11 +66,6 @@ def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str,
     return hf_state(weights, hf_keys, key_map, PATCH_KEY)
 
 
-def pixel_values(pixels: np.ndarray) -> torch.Tensor:
-    """NHWC float pixels as transformers' NCHW ``pixel_values``."""
-    return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
-
-
 def logits(model: Any, pixels: np.ndarray, input_ids: np.ndarray) -> np.ndarray:
     """transformers' teacher-forced logits ``(B, L, vocab)`` for ``input_ids`` (B, L)."""
     with torch.inference_mode():
@@ -85,48 +87,12 @@ def generate(
     return generated_ids(model, pixels, [*prefix, 0], len(prefix), end, return_scores, **options)
 
 
-def generated_ids(
-    model: Any,
-    pixels: np.ndarray,
-    input_ids: list[int],
-    prompt_length: int,
-    end: int,
-    return_scores: bool,
-    **options: Any,
-) -> list[list[int]] | tuple[list[list[int]], list[float] | None]:
-    """transformers' ``generate`` on ``pixels`` from ``input_ids`` (the same for every image):
-    each returned sequence's ids after its first ``prompt_length``, cut after the first
-    ``end``; with ``return_scores`` also the sequence scores (None but for beams)."""
-    ids = torch.tensor([input_ids] * len(pixels), dtype=torch.long)
-    with torch.inference_mode():
-        out = model.generate(
-            pixel_values=pixel_values(pixels),
-            input_ids=ids,
-            return_dict_in_generate=True,
-            output_scores=return_scores,
-            **options,
-        )
-    return sequences_after_prompt(out, prompt_length, end, return_scores)
-
-
-def random_inputs(cfg: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two random images at a captioner config's ``vision.image_size`` and two rows of ids
-    (its start token, then 7 random ids): what ``compare`` feeds both sides."""
-    rng = np.random.default_rng(seed)
-    size = cfg.vision.image_size
-    pixels = rng.standard_normal((2, size, size, 3)).astype(np.float32)
-    ids = np.array([[cfg.text.bos_token_id, *rng.integers(0, cfg.text.vocab_size, 7)]] * 2)
-    return pixels, ids
-
-
-def max_abs_diff(ours: mx.array, theirs: np.ndarray) -> float:
-    """The largest absolute difference of an MLX array (any dtype) and a NumPy one."""
-    return float(np.max(np.abs(np.array(ours.astype(mx.float32)) - theirs)))
-
-
 def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
     """Largest absolute differences of the image tokens and the logits on a random input."""
-    pixels, ids = random_inputs(mlx_model.config, seed)
+    cfg = mlx_model.config
+    pixels, ids = random_inputs(
+        cfg.vision.image_size, cfg.text.bos_token_id, cfg.text.vocab_size, seed
+    )
     with torch.inference_mode():
         ref = hf_model(pixel_values=pixel_values(pixels), input_ids=torch.from_numpy(ids))
     dtype = mlx_model.vision_model.post_layernorm.weight.dtype

@@ -14,15 +14,16 @@ import torch
 import transformers
 
 from mlx_caption.models.base import hf_state
-from mlx_caption.models.blip.reference import (
-    generated_ids,
-    max_abs_diff,
-    pixel_values,
-    random_inputs,
-)
 from mlx_caption.models.git.config import GitConfig
 from mlx_caption.models.git.model import PATCH_KEY, _hf_key_to_ours
-from mlx_caption.models.reference import load_hf_model, random_hf_model
+from mlx_caption.models.reference import (
+    generated_ids,
+    load_hf_model,
+    max_abs_diff,
+    pixel_values,
+    random_hf_model,
+    random_inputs,
+)
 
 __all__ = ["compare", "generate", "hf_config", "load_model", "logits", "pixel_values"]
 
@@ -72,7 +73,10 @@ def generate(
 def compare(mlx_model: Any, hf_model: Any, seed: int = 0) -> dict[str, float]:
     """Largest absolute differences of the image encoder's grid and the logits on a random
     input."""
-    pixels, ids = random_inputs(mlx_model.config, seed)
+    cfg = mlx_model.config
+    pixels, ids = random_inputs(
+        cfg.vision.image_size, cfg.text.bos_token_id, cfg.text.vocab_size, seed
+    )
     with torch.inference_mode():
         ref_grid = hf_model.git.image_encoder(pixel_values=pixel_values(pixels)).last_hidden_state
     dtype = mlx_model.output.weight.dtype

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import transformers
 
-from mlx_caption.models.reference import sequences_after_prompt
+from mlx_caption.models.reference import generated_ids, max_abs_diff, pixel_values, random_inputs
 from mlx_caption.models.vit import reference as vit_reference
 from mlx_caption.models.vit_gpt2.config import VitGpt2Config
 from mlx_caption.models.vit_gpt2.model import CONV1D, VisionEncoderDecoderModel
@@ -67,11 +67,6 @@ def to_hf_state(weights: dict[str, np.ndarray], hf_keys: list[str]) -> dict[str,
     return out
 
 
-def pixel_values(pixels: np.ndarray) -> torch.Tensor:
-    """NHWC float pixels as transformers' NCHW ``pixel_values``."""
-    return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
-
-
 def logits(model: Any, pixels: np.ndarray, input_ids: np.ndarray) -> np.ndarray:
     """transformers' teacher-forced logits ``(B, L, vocab)`` for ``decoder_input_ids``."""
     with torch.inference_mode():
@@ -88,37 +83,23 @@ def generate(
     as ``decoder_input_ids``): the generated ids of each returned sequence, prompt excluded, up
     to and with the end token; with ``return_scores`` also transformers' sequence scores (None
     but for beams). ``options`` are ``GenerationConfig`` fields (``num_beams``, ...)."""
-    ids = torch.tensor([prefix] * len(pixels), dtype=torch.long)
     end = model.generation_config.eos_token_id
-    with torch.inference_mode():
-        out = model.generate(
-            pixel_values=pixel_values(pixels),
-            decoder_input_ids=ids,
-            return_dict_in_generate=True,
-            output_scores=return_scores,
-            **options,
-        )
-    return sequences_after_prompt(out, len(prefix), end, return_scores)
+    return generated_ids(
+        model, pixels, prefix, len(prefix), end, return_scores, "decoder_input_ids", **options
+    )
 
 
 def compare(mlx_model: VisionEncoderDecoderModel, hf_model: Any, seed: int = 0) -> dict:
     """Largest absolute differences of the encoder's grid and the logits on a random input."""
     cfg = mlx_model.config
-    rng = np.random.default_rng(seed)
-    size = cfg.vision.input_size
-    pixels = rng.standard_normal((2, size, size, 3)).astype(np.float32)
     start = cfg.text.decoder_start_token_id
-    ids = np.array([[start, *rng.integers(0, cfg.text.vocab_size, 7)]] * 2)
+    pixels, ids = random_inputs(cfg.vision.input_size, start, cfg.text.vocab_size, seed)
     with torch.inference_mode():
         ref = hf_model(pixel_values=pixel_values(pixels), decoder_input_ids=torch.from_numpy(ids))
     dtype = mlx_model.encoder.layernorm.weight.dtype
     grid = mlx_model.encode_features(mx.array(pixels).astype(dtype))
     out = mlx_model(mlx_model.project(grid), mx.array(ids))
-
-    def diff(a: mx.array, b: torch.Tensor) -> float:
-        return float(np.max(np.abs(np.array(a.astype(mx.float32)) - b.numpy())))
-
     return {
-        "image_tokens": diff(grid, ref.encoder_last_hidden_state),
-        "logits": diff(out, ref.logits),
+        "image_tokens": max_abs_diff(grid, ref.encoder_last_hidden_state.numpy()),
+        "logits": max_abs_diff(out, ref.logits.numpy()),
     }
