@@ -18,6 +18,7 @@ from mlx_caption.models.blip.config import BlipTextConfig
 from mlx_caption.models.cross_decoder import CrossAttentionDecoder
 from mlx_caption.models.layers import (
     ACTIVATIONS,
+    BertAttention,
     BertEmbeddings,
     BertIntermediate,
     BertOutput,
@@ -27,28 +28,14 @@ from mlx_caption.models.layers import (
 from mlx_caption.tokens import SpecialTokens
 
 
-class BlipTextAttention(nn.Module):
-    """``self`` (the attention) then ``output`` (projection, residual, LayerNorm)."""
-
-    def __init__(self, cfg: BlipTextConfig, kv_dims: int):
-        super().__init__()
-        d = cfg.hidden_size
-        self.self = BertSelfAttention(d, cfg.num_attention_heads, kv_dims)
-        self.output = BertOutput(d, d, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
-
-    def __call__(self, x: mx.array, **kwargs) -> tuple[mx.array, mx.array | None]:
-        h, weights = self.self(x, **kwargs)
-        return self.output(h, x), weights
-
-
 class BlipTextLayer(nn.Module):
     """Causal self-attention, cross-attention to the image, feed-forward; each post-LN."""
 
     def __init__(self, cfg: BlipTextConfig):
         super().__init__()
         d, eps = cfg.hidden_size, cfg.layer_norm_eps
-        self.attention = BlipTextAttention(cfg, d)
-        self.crossattention = BlipTextAttention(cfg, cfg.encoder_hidden_size)
+        self.attention = BertAttention(cfg)
+        self.crossattention = BertAttention(cfg, kv_dims=cfg.encoder_hidden_size)
         self.intermediate = BertIntermediate(cfg)
         self.output = BertOutput(cfg.intermediate_size, d, eps, cfg.hidden_dropout_prob)
 

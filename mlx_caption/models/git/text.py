@@ -23,6 +23,7 @@ import mlx.nn as nn
 
 from mlx_caption.models.git.config import GitTextConfig
 from mlx_caption.models.layers import (
+    BertAttention,
     BertIntermediate,
     BertOutput,
     BertSelfAttention,
@@ -62,23 +63,13 @@ class GitSelfAttention(BertSelfAttention):
         return merge_heads(out), weights
 
 
-class GitAttention(nn.Module):
-    """``self`` (the attention) then ``output`` (projection, residual, LayerNorm)."""
-
-    def __init__(self, cfg: GitTextConfig):
-        super().__init__()
-        d = cfg.hidden_size
-        self.self = GitSelfAttention(d, cfg.num_attention_heads, d)
-        self.output = BertOutput(d, d, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
-
-
 class GitDecoderLayer(nn.Module):
     """Self-attention over the image prefix and the text, then feed-forward; each post-LN
     (transformers' ``GitLayer``)."""
 
     def __init__(self, cfg: GitTextConfig):
         super().__init__()
-        self.attention = GitAttention(cfg)
+        self.attention = BertAttention(cfg, GitSelfAttention)
         self.intermediate = BertIntermediate(cfg)
         self.output = BertOutput(
             cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob
@@ -97,9 +88,8 @@ class GitDecoderLayer(nn.Module):
     ) -> tuple[mx.array, mx.array | None]:
         """Text tokens' next hidden states (``options``: :class:`GitSelfAttention`'s mask,
         cache and return_weights), and their attention weights over the image if asked."""
-        attention = self.attention
-        h, weights = attention.self(x, image_kv, **options)
-        return self.feed_forward(attention.output(h, x)), weights
+        x, weights = self.attention(x, image_kv, **options)
+        return self.feed_forward(x), weights
 
 
 class GitEncoder(nn.Module):

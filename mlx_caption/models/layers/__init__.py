@@ -17,6 +17,7 @@ from mlx_caption.models.layers.attention import (
     split_heads,
 )
 from mlx_caption.models.layers.bert import (
+    BertAttention,
     BertEmbeddings,
     BertIntermediate,
     BertOutput,
@@ -36,6 +37,7 @@ __all__ = [
     "ACTIVATIONS",
     "MLP",
     "activation",
+    "BertAttention",
     "BertEmbeddings",
     "BertIntermediate",
     "BertOutput",

@@ -1,13 +1,14 @@
 """BERT's post-LN pieces, which the BERT decoders (BLIP's text decoder, GIT's) are built from:
-the embeddings, the ``query``/``key``/``value`` attention, the feed-forward ``intermediate``
-layer and the residual ``output``. Hugging Face's parameter names (``word_embeddings``,
-``query``, ``dense``, ``LayerNorm``), so a family's checkpoints load with no renaming.
+the embeddings, the ``query``/``key``/``value`` attention and its residual ``output`` (together
+the ``attention`` block), the feed-forward ``intermediate`` layer and the residual ``output``.
+Hugging Face's parameter names (``word_embeddings``, ``query``, ``dense``, ``LayerNorm``), so a
+family's checkpoints load with no renaming.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -22,6 +23,7 @@ class BertTextConfig(Protocol):
 
     vocab_size: int
     hidden_size: int
+    num_attention_heads: int
     intermediate_size: int
     max_position_embeddings: int
     hidden_act: str
@@ -84,6 +86,32 @@ class BertSelfAttention(nn.Module):
             k, v = kv
         out, weights = attend(q, k, v, self.scale, mask, return_weights)
         return merge_heads(out), weights
+
+
+class BertAttention(nn.Module):
+    """``self`` (the attention) then ``output`` (projection, residual, LayerNorm).
+
+    ``attention`` is the class of ``self``: :class:`BertSelfAttention` or a subclass (GIT's,
+    which attends over an image prefix too); its keys and values come from ``kv_dims``-wide
+    tokens (the width itself unless given: a cross-attention's are the image's).
+    """
+
+    def __init__(
+        self,
+        cfg: BertTextConfig,
+        attention: type[BertSelfAttention] = BertSelfAttention,
+        kv_dims: int | None = None,
+    ):
+        super().__init__()
+        d = cfg.hidden_size
+        self.self = attention(d, cfg.num_attention_heads, kv_dims or d)
+        self.output = BertOutput(d, d, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
+
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> tuple[mx.array, mx.array | None]:
+        """``self(x, ...)``'s output through ``output`` (residual ``x``), and its attention
+        weights (None unless asked)."""
+        h, weights = self.self(x, *args, **kwargs)
+        return self.output(h, x), weights
 
 
 class BertIntermediate(nn.Module):
