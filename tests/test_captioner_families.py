@@ -774,7 +774,11 @@ def test_finetuned_tiny_captioner_learns_the_shapes(family, learner_folder, mode
 
 # ----------------------------------------------------------------------------- default length
 
+# These call transformers' generate with no length on purpose: its default is what is tested.
+DEFAULT_LENGTH_WARNING = "ignore:Using the model-agnostic default `max_length`:UserWarning"
 
+
+@pytest.mark.filterwarnings(DEFAULT_LENGTH_WARNING)
 def test_default_length_comes_from_the_generation_config(
     family, loaded, hf_model, reference, pixels, special
 ):
@@ -832,6 +836,7 @@ def with_lengths(base: Path, folder: Path, family, generation, config_lengths) -
     return folder
 
 
+@pytest.mark.filterwarnings(DEFAULT_LENGTH_WARNING)
 @pytest.mark.parametrize("prompt", [None, PROMPT])
 @pytest.mark.parametrize("case", list(LENGTH_CASES))
 def test_default_length_follows_transformers(
