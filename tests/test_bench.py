@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -68,6 +69,21 @@ def test_measure_interleaved_round_robin():
     assert [len(t.times) for t in out.values()] == [3, 3]
     assert out["a"].median > 0 and out["a"].rate(10) == pytest.approx(10 / out["a"].median)
     assert np.isnan(timing.ratio(1.0, 0.0))
+
+
+def test_measure_interleaved_min_seconds_adds_rounds():
+    """Past ``repeats``, rounds go on until they have lasted ``min_seconds``, up to a cap."""
+
+    def nap():
+        time.sleep(0.01)
+
+    out = timing.measure_interleaved({"a": nap, "b": nap}, warmup=0, repeats=2, min_seconds=0.2)
+    rounds = len(out["a"].times)
+    assert rounds == len(out["b"].times) and rounds > 2  # 2 rounds take ~0.04 s
+    spent = sum(out["a"].times) + sum(out["b"].times)
+    assert spent >= 0.2 and spent - 2 * max(out["a"].times + out["b"].times) < 0.2
+    out = timing.measure_interleaved({"a": lambda: None}, warmup=0, repeats=1, min_seconds=1e9)
+    assert len(out["a"].times) == timing.MAX_ROUNDS
 
 
 def test_goals_from_results():

@@ -119,6 +119,7 @@ def bench_kv_cache(
         },
         warmup=timing.warmup,
         repeats=timing.repeats,
+        min_seconds=timing.min_seconds,
     )
     tokens = rows * length
     return {

@@ -34,7 +34,9 @@ def bench_e2e(
     fns = {"mlx": lambda: generate(model, pixels, tok, **options)}
     if bridge_model is not None:
         fns["bridge"] = lambda: generate(bridge_model, pixels, tok, **options)
-    t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
+    t = measure_interleaved(
+        fns, warmup=timing.warmup, repeats=timing.repeats, min_seconds=timing.min_seconds
+    )
     out = {
         "batch": batch,
         "num_beams": num_beams,

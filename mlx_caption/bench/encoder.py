@@ -212,7 +212,9 @@ def bench_encoder(
         fns = {"mlx": lambda p=pixels: encode(model, p), "peak": mm}
         if enc is not None:
             fns["bridge"] = lambda p=pixels: enc(p)
-        t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
+        t = measure_interleaved(
+            fns, warmup=timing.warmup, repeats=timing.repeats, min_seconds=timing.min_seconds
+        )
         flops = vit_flops(cfg, batch)
         peak = mm_flops / t["peak"].median / 1e9
         row = {
@@ -272,7 +274,9 @@ def bench_half(
 
         enc16 = BridgeEncoder(copy.deepcopy(enc.model).to(getattr(torch, dtype)), cfg)
         fns[f"torch_{dtype}"] = lambda: enc16(pixels)
-    t = measure_interleaved(fns, warmup=timing.warmup, repeats=timing.repeats)
+    t = measure_interleaved(
+        fns, warmup=timing.warmup, repeats=timing.repeats, min_seconds=timing.min_seconds
+    )
     out = {
         "model": name,
         "batch": batch,

@@ -40,7 +40,8 @@ class SuiteConfig:
     encoder_configs: dict[str, Any] = field(default_factory=dict)  # name -> config (tests)
     headline: tuple[str, int] = (VIT_B32, 32)
     peak_row: tuple[str, int] = (VIT_B16, 32)  # the matmul-peak goal's shape and batch
-    timing: TimingOptions = TimingOptions()
+    # Short calls (batch 1 encoders) get more rounds: 5 s of interleaved calls per row.
+    timing: TimingOptions = TimingOptions(min_seconds=5.0)
     large_repeats: int = 2  # timed repeats for shapes over bench.encoder.LARGE_GFLOP per image
     peak_size: int = 2048
     # the captioner used by e2e / decode / train / torch / memory / profile
@@ -89,7 +90,7 @@ class SuiteConfig:
         """A few minutes: the goals' shapes and batches only, fewer repeats, no ViT-L, the
         demo left out (1,400 training steps take several minutes on their own)."""
         return cls(
-            encoder={VIT_B32: [1, 8, 32], VIT_B16: [32]}, timing=TimingOptions(repeats=3), large_repeats=2,
+            encoder={VIT_B32: [1, 8, 32], VIT_B16: [32]}, timing=TimingOptions(repeats=3, min_seconds=3.0), large_repeats=2,
             e2e_batch=4, profile_batch=4,
             train_batch=8, train_timing=TimingOptions(repeats=2),
             torch_batches=(16, 250), torch_compile=False, finetune_batch=8, memory_batches=(16,),

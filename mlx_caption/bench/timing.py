@@ -18,11 +18,17 @@ import mlx.core as mx
 @dataclass(frozen=True)
 class TimingOptions:
     """How every section times its figures: warm-up calls, timed repeats (the median is
-    kept) and the seed of its random inputs and weights."""
+    kept) and the seed of its random inputs and weights.
+
+    ``min_seconds`` adds rounds until the timed rounds have lasted that long in all: a
+    median of five 0.1-s calls is taken within half a second, where one passing disturbance
+    on a shared machine moves it, so short calls are timed more often than long ones.
+    """
 
     repeats: int = 5
     warmup: int = 1
     seed: int = 0
+    min_seconds: float = 0.0
 
 
 DEFAULT_TIMING = TimingOptions()
@@ -76,17 +82,28 @@ def measure(fn: Callable[[], object], warmup: int = 1, repeats: int = 5) -> Timi
     return Timing([time_call(fn) for _ in range(repeats)])
 
 
+MAX_ROUNDS = 100  # the most rounds ``min_seconds`` may add up to
+
+
 def measure_interleaved(
-    fns: dict[str, Callable[[], object]], warmup: int = 1, repeats: int = 5
+    fns: dict[str, Callable[[], object]],
+    warmup: int = 1,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
 ) -> dict[str, Timing]:
-    """Time several variants round-robin: every variant warms up, then one call of each per round."""
+    """Time several variants round-robin: every variant warms up, then one call of each per
+    round, for ``repeats`` rounds and, past that, until the rounds have taken ``min_seconds``
+    in all (at most :data:`MAX_ROUNDS` rounds)."""
     for fn in fns.values():
         for _ in range(warmup):
             time_call(fn)
     out = {name: Timing() for name in fns}
-    for _ in range(repeats):
+    rounds, spent = 0, 0.0
+    while rounds < repeats or (spent < min_seconds and rounds < MAX_ROUNDS):
         for name, fn in fns.items():
             out[name].times.append(time_call(fn))
+            spent += out[name].times[-1]
+        rounds += 1
     return out
 
 
