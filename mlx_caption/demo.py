@@ -153,13 +153,20 @@ def measure_step_rate(cfg: TrainConfig, data: TrainData, steps: int = 24) -> flo
     steps on 2 cores, so a rate measured on synthetic arrays overran the budget. Enough
     steps are timed to drain the pipeline's prefetched batches, which come for free.
     """
-    step = build_parts(cfg, data, total_steps=1000).step
+    parts = build_parts(cfg, data, total_steps=1000)
+    model, ema = parts.model, parts.ema
     batches = data.train_batches(epoch=0, start=0)
-    for _ in range(2):  # compile, then one more to settle
-        step(*next(batches))  # evaluates the update
+
+    def step(n: int) -> None:  # evaluates the update, and the weights' average if any
+        parts.step(*next(batches))
+        if ema is not None:
+            ema.update(model, n)
+
+    for n in range(2):  # compile, then one more to settle
+        step(n)
     start = time.perf_counter()
-    for _ in range(steps):
-        step(*next(batches))  # evaluates the update
+    for n in range(steps):
+        step(n)
     return steps / (time.perf_counter() - start)
 
 

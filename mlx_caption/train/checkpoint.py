@@ -5,6 +5,9 @@ A checkpoint is a folder (``<run>/ckpt-<step>``)::
     model.safetensors  config.json  tokenizer.json    written by models.captioner.save_captioner
     optimizer.safetensors                             tree_flatten(optimizer.state)
     state.json                                        step, epoch, batch offset, RNG, metrics, config
+    training_weights.safetensors                      with optim.ema (train/ema.py): the weights
+                                                      training continues from; model.safetensors
+                                                      then holds their moving average
 
 It is written into a hidden temporary folder next to its final place and renamed, so a crash
 (or ``kill -9``) never leaves half a checkpoint where a resume would find it. A model with a

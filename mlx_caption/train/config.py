@@ -112,6 +112,9 @@ class TrainOptimConfig:
     # False: biases, norms and position embeddings are not decayed (the usual practice);
     # True: plain AdamW decay on every parameter.
     decay_all: bool = False
+    # Decay of an exponential moving average of the trainable weights (train/ema.py), e.g.
+    # 0.99; validation and the checkpoints' model files use the average. None: no average.
+    ema: float | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ gradient checkpointing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -37,7 +38,7 @@ from mlx.utils import tree_flatten
 from tqdm import tqdm
 
 from mlx_caption.errors import UserError
-from mlx_caption.loading import at_image_size, load_captioner, load_encoder
+from mlx_caption.loading import at_image_size, load_captioner, load_encoder, write_model_files
 from mlx_caption.models.base import CaptionerParts
 from mlx_caption.models.captioner import Captioner, CaptionerConfig
 from mlx_caption.models.decoder import DECODER_PRESETS, DecoderConfig
@@ -56,6 +57,7 @@ from mlx_caption.train.checkpoint import (
 from mlx_caption.train.config import TrainConfig, TrainModelConfig
 from mlx_caption.train.data import TrainData
 from mlx_caption.train.distributed import World, agree, barrier, init_world
+from mlx_caption.train.ema import TRAINING_WEIGHTS_FILE, WeightAverage, save_training_weights
 from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.logs import CURVES_FILE, METRICS_FILE, MetricsLog, WandbLogger, plot_curves
 from mlx_caption.train.schedule import Schedule, build_optimizer, group_sizes
@@ -99,6 +101,7 @@ class TrainParts:
     schedules: dict[str, Schedule]
     step: TrainStep
     total_steps: int
+    ema: WeightAverage | None = None  # the weights' moving average (``optim.ema``)
 
 
 def build_parts(
@@ -139,6 +142,7 @@ def build_parts(
         model.config.image_look = data.image_look()
     set_trainable(model, cfg.model)
     model.train()
+    ema = _weight_average(model, cfg.optim.ema, resume)
     if total_steps is None:
         total_steps = cfg.epochs * data.steps_per_epoch
         if cfg.max_steps is not None:
@@ -149,7 +153,27 @@ def build_parts(
         # Before the step is built: the compiled step captures the optimizer's state.
         restore_optimizer(optimizer, resume, model.trainable_parameters())
     step = TrainStep.for_recipe(model, optimizer, cfg, world)
-    return TrainParts(model, tokenizer, optimizer, schedules, step, total_steps)
+    return TrainParts(model, tokenizer, optimizer, schedules, step, total_steps, ema)
+
+
+def _weight_average(
+    model: nn.Module, decay: float | None, resume: Path | None
+) -> WeightAverage | None:
+    """The recipe's moving average of the weights (None without ``optim.ema``).
+
+    A checkpoint written with one holds the average as its model weights and the training
+    weights beside them: the average starts from the first, training continues from the second.
+    """
+    average = None
+    if decay is not None:
+        try:
+            average = WeightAverage(model, decay)
+        except ValueError as err:
+            raise UserError(f"optim.ema: {err}") from None
+    training = resume / TRAINING_WEIGHTS_FILE if resume else None
+    if training is not None and training.is_file():
+        model.load_weights(list(mx.load(str(training)).items()), strict=False)
+    return average
 
 
 def check_recipe(cfg: TrainConfig, world: World) -> None:
@@ -228,6 +252,7 @@ class Trainer:
         self.model, self.tokenizer = parts.model, parts.tokenizer
         self.optimizer, self.schedules = parts.optimizer, parts.schedules
         self.step_fn = parts.step
+        self.ema = parts.ema
         self.state = state or TrainState(seed=cfg.seed)
         self.state.config = cfg.to_dict()
         self.state.total_steps = self.state.total_steps or parts.total_steps
@@ -369,6 +394,8 @@ class Trainer:
                 )
             st.step += 1
             st.batch_offset += 1
+            if self.ema is not None:
+                self.ema.update(self.model, st.step - 1)
             window.append({"loss": out.loss, "accuracy": out.accuracy, "grad_norm": out.grad_norm})
             timed += 1
             if self._bar is not None:
@@ -425,6 +452,7 @@ class Trainer:
                     self.optimizer,
                     st,
                     keep_last=self.cfg.checkpoint.keep_last,
+                    write_model=self._write_model,
                 )
             except NonFiniteWeights as err:
                 raise Diverged(str(err)) from err
@@ -436,6 +464,18 @@ class Trainer:
                 mark_best(self.out, path, st.best["metric"], st.best["value"])
         self.last_checkpoint = path or self.out / f"ckpt-{st.step}"
         return self.last_checkpoint
+
+    def _write_model(self, model: nn.Module, tokenizer: Any, folder: Path) -> None:
+        """A checkpoint's model files: the averaged weights with ``optim.ema`` (what captioning
+        loads), plus the training weights a resume continues from."""
+        with self._averaged():
+            write_model_files(model, tokenizer, folder)
+        if self.ema is not None:
+            save_training_weights(model, folder)
+
+    def _averaged(self) -> contextlib.AbstractContextManager:
+        """The moving average in the model inside the block (nothing without ``optim.ema``)."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _log_train(self, window: list[dict], timed: int, seconds: float) -> None:
         """One "train" line: means over ``window``; throughput over the ``timed`` steps."""
@@ -519,8 +559,8 @@ class Trainer:
         record: dict = {"kind": "eval", "step": st.step, "epoch": st.epoch}
         if self.world.is_main and self.data.num_val_images:
             t0 = time.perf_counter()
-            record.update(
-                evaluate_captioner(
+            with self._averaged():
+                scores = evaluate_captioner(
                     self.model,
                     self.tokenizer,
                     self.data.val_batches(),
@@ -533,7 +573,7 @@ class Trainer:
                     metrics=cfg.eval.metrics,
                     scenes=self.data.val_scenes,
                 )
-            )
+            record.update(scores)
             record["eval_seconds"] = time.perf_counter() - t0
             metric = cfg.eval.best_metric
             value = record.get(metric)
