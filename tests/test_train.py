@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from mlx.utils import tree_flatten, tree_unflatten
-from train_fixtures import learn_the_shapes, quiet, recipe, train_lines
+from train_fixtures import learn_the_shapes, quiet, recipe, tiny_captioner, train_lines
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption import backend
@@ -51,23 +51,6 @@ def shapes(tmp_path_factory) -> Path:
     """120 synthetic 32-px images (96 train / 12 val / 12 test), Karpathy JSON."""
     root = tmp_path_factory.mktemp("shapes")
     return write_synthetic_dataset(root, images=120, seed=0, size=32)
-
-
-def tiny_captioner(dropout: float = 0.0, layers: int = 2) -> Captioner:
-    mx.random.seed(0)
-    vision = VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-    )
-    decoder = DecoderConfig(
-        vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-        max_length=12, dropout=dropout,
-    )  # fmt: skip
-    return Captioner(CaptionerConfig(vision=vision, decoder=decoder))
 
 
 def batch(n: int = 4, size: int = 16, seed: int = 0) -> tuple[mx.array, mx.array]:

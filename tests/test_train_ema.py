@@ -6,15 +6,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-from train_fixtures import quiet, recipe
+from train_fixtures import quiet, recipe, tiny_captioner
 
 import mlx_caption  # noqa: F401  (loads the BLAS before mlx.core)
 from mlx_caption.data.synthetic import write_synthetic_dataset
 from mlx_caption.errors import UserError
 from mlx_caption.loading import load_captioner
-from mlx_caption.models.captioner import Captioner, CaptionerConfig
-from mlx_caption.models.clip import CLIPVisionConfig
-from mlx_caption.models.decoder import DecoderConfig
 from mlx_caption.train.config import TrainConfig
 from mlx_caption.train.ema import TRAINING_WEIGHTS_FILE, WeightAverage
 from mlx_caption.train.evaluation import evaluate_captioner
@@ -25,19 +22,6 @@ from mlx_caption.train.trainer import Trainer
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     return write_synthetic_dataset(root, images=120, seed=0, size=32)
-
-
-def tiny_captioner() -> Captioner:
-    mx.random.seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        image_size=16, patch_size=8,
-    )  # fmt: skip
-    decoder = DecoderConfig(
-        vocab_size=20, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-        max_length=8,
-    )  # fmt: skip
-    return Captioner(CaptionerConfig(vision=vision, decoder=decoder))
 
 
 def trainable(model) -> dict[str, np.ndarray]:

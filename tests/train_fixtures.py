@@ -53,6 +53,28 @@ def recipe(dataset: Path, cache: Path, **over) -> dict:
     return d
 
 
+def tiny_captioner(dropout: float = 0.0, layers: int = 2):
+    """A seeded captioner small enough to train in milliseconds (16-px images, 8-px patches)."""
+    import mlx_caption  # noqa: F401, I001  (loads the BLAS before mlx.core)
+
+    import mlx.core as mx
+
+    from mlx_caption.models.captioner import Captioner, CaptionerConfig
+    from mlx_caption.models.clip import CLIPVisionConfig
+    from mlx_caption.models.decoder import DecoderConfig
+
+    mx.random.seed(0)
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+        image_size=16, patch_size=8,
+    )  # fmt: skip
+    decoder = DecoderConfig(
+        vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+        max_length=12, dropout=dropout,
+    )  # fmt: skip
+    return Captioner(CaptionerConfig(vision=vision, decoder=decoder))
+
+
 def quiet(msg: str) -> None:
     """A trainer's log that prints nothing."""
 
