@@ -42,8 +42,9 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must be between 0 and 1 (exclusive), got {decay}")
         self.decay = decay
-        self.names = [k for k, _ in tree_flatten(model.trainable_parameters())]
-        self.average = [mx.array(v) for _, v in tree_flatten(model.trainable_parameters())]
+        flat = tree_flatten(model.trainable_parameters())
+        self.names = [k for k, _ in flat]
+        self.average = [mx.array(v) for _, v in flat]
         mx.eval(self.average)
 
     def decay_at(self, updates: int) -> float:
