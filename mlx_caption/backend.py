@@ -19,6 +19,7 @@ cache, so without it every large intermediate array is page-faulted afresh.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import glob
 import importlib.metadata
@@ -231,6 +232,18 @@ def blas_threads(n: int):
 
 _STREAMS: list = []
 
+# Set while split_eval builds an inference graph (see in_eager_inference).
+_EAGER_INFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mlx_caption_eager_inference", default=False
+)
+
+
+def in_eager_inference() -> bool:
+    """True while :func:`split_eval` builds its graph on one stream: nothing traces or
+    differentiates that code, so an op may evaluate its inputs early and spread its own work
+    over CPU streams (the attention core does, for long sequences)."""
+    return _EAGER_INFERENCE.get()
+
 
 def cpu_streams(count: int) -> list:
     """``count`` CPU streams (the default one first), created once and reused."""
@@ -249,6 +262,11 @@ def default_parts() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def threads_per_part(parts: int) -> int:
+    """BLAS threads for each of ``parts`` CPU streams running at once: a share of the cores."""
+    return max(1, (os.cpu_count() or parts) // parts)
+
+
 def split_eval(fn: Callable[..., Any], *batched: Any, parts: int = 1) -> Any:
     """``fn(*batched)`` evaluated, with the batch (axis 0 of every input) split over CPU streams.
 
@@ -264,20 +282,25 @@ def split_eval(fn: Callable[..., Any], *batched: Any, parts: int = 1) -> Any:
     forward split over two streams with one BLAS thread each ran slower than one stream with
     the BLAS's threads (the matmuls dominate; benchmarks/README.md has the figures), so the
     callers (generation, the feature cache, ``encode``, the bench) evaluate whole batches
-    until a machine shows the split paying off.
+    until a machine shows the split paying off. With one part, ``fn`` runs marked as
+    inference (:func:`in_eager_inference`): the ops that gain from it split themselves.
     """
     import mlx.core as mx
     from mlx.utils import tree_map
 
     rows = batched[0].shape[0]
     if parts <= 1 or rows < 2 or on_gpu():
-        out = fn(*batched)
-        mx.eval(out)
+        token = _EAGER_INFERENCE.set(True)
+        try:
+            out = fn(*batched)
+            mx.eval(out)
+        finally:
+            _EAGER_INFERENCE.reset(token)
         return out
     parts = min(parts, rows)
     edges = [rows * i // parts for i in range(parts + 1)]
     outs = []
-    with blas_threads(max(1, (os.cpu_count() or parts) // parts)):
+    with blas_threads(threads_per_part(parts)):
         for start, stop, stream in zip(edges, edges[1:], cpu_streams(parts), strict=False):
             with mx.stream(stream):
                 outs.append(fn(*(x[start:stop] for x in batched)))

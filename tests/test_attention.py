@@ -281,3 +281,51 @@ def test_cpu_attention_core_matches_softmax_values_and_gradients(
     ref_grads = mx.vjp(lambda *a: _plain_attention(*a, scale, mask), [q, k, v], [cot])[1]
     for g, r in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.array(g), np.array(r), atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "padding", "causal", "shared_keys"])
+def test_long_attention_at_inference_splits_the_batch_over_streams(monkeypatch, mask_kind):
+    """Inside ``split_eval`` (inference) a long sequence is attended on two CPU streams, with
+    the same values as the one-stream core: uneven halves, broadcast masks and keys."""
+    from mlx_caption import backend
+    from mlx_caption.models.layers import attention
+
+    calls = []
+    on_streams = attention._attention_on_streams
+    monkeypatch.setattr(backend, "default_parts", lambda: 2)
+    monkeypatch.setattr(attention, "STREAM_SPLIT_MIN_KEYS", 40)
+    monkeypatch.setattr(
+        attention, "_attention_on_streams", lambda *a: calls.append(a[0].shape) or on_streams(*a)
+    )
+    batch, heads, lq, lk = 5, 2, 6, 40
+    keys = iter(mx.random.split(mx.random.key(1), 3))
+    q = mx.random.normal((batch, heads, lq, 8), key=next(keys))
+    kv_batch = 1 if mask_kind == "shared_keys" else batch
+    k, v = (mx.random.normal((kv_batch, heads, lk, 8), key=next(keys)) for _ in range(2))
+    mask = None
+    if mask_kind == "padding":
+        mask = key_padding_mask(mx.arange(lk)[None] < mx.array([40, 3, 17, 1, 39])[:, None])
+    elif mask_kind == "causal":
+        mask = causal_mask(lq, lk, lk - lq)
+
+    def attend(queries: mx.array) -> mx.array:
+        return attention.scaled_dot_product_attention(queries, k, v, 0.3, mask)
+
+    out = backend.split_eval(attend, q)
+    assert calls == [q.shape]  # the split path ran, once
+    np.testing.assert_allclose(
+        np.array(out), np.array(_plain_attention(q, k, v, 0.3, mask)), atol=2e-5
+    )
+    attend(q)  # outside split_eval (training, compiled steps): never split
+    assert len(calls) == 1
+
+
+def test_eager_inference_marker_is_set_only_inside_split_eval():
+    from mlx_caption import backend
+
+    seen = []
+    backend.split_eval(lambda x: seen.append(backend.in_eager_inference()) or x * 2, mx.ones(3))
+    assert seen == [True] and not backend.in_eager_inference()
+    with pytest.raises(RuntimeError):
+        backend.split_eval(lambda x: (_ for _ in ()).throw(RuntimeError("boom")), mx.ones(3))
+    assert not backend.in_eager_inference()

@@ -75,6 +75,15 @@ def _mask_scores(scores: mx.array, mask: mx.array | None) -> mx.array:
 CHUNK_BYTES = 1 << 21
 
 
+# Inference on a multi-core CPU (backend.in_eager_inference): from this many keys on, the
+# attention core evaluates its inputs and splits the batch over CPU streams, one BLAS thread
+# each, so that the element-wise passes over the scores (row max, exponentials, row sums),
+# which run on one core per stream, get every core. Evaluating early costs the overlap of one
+# lazy graph: at ViT-B's 197-257 tokens that ate the gain, at BLIP's 577 it paid well
+# (benchmarks/README.md has the figures).
+STREAM_SPLIT_MIN_KEYS = 512
+
+
 def scaled_dot_product_attention(
     q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | str | None = None
 ) -> mx.array:
@@ -86,7 +95,8 @@ def scaled_dot_product_attention(
     from the vectorised polynomial of :mod:`~mlx_caption.models.layers.activations`, the
     weighted sum of the unnormalised ones divided by their row sums afterwards (a pass over
     ``L_query x head_dim`` values instead of ``L_query x L_key``), and the gradient written
-    out (see :func:`_attention_vjp`).
+    out (see :func:`_attention_vjp`). Long sequences at inference are spread over the CPU's
+    cores (:data:`STREAM_SPLIT_MIN_KEYS`).
     """
     if backend.on_gpu():
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
@@ -94,7 +104,17 @@ def scaled_dot_product_attention(
         mask = causal_mask(q.shape[2], k.shape[2], k.shape[2] - q.shape[2])
     if q.dtype != mx.float32:
         return softmax(_mask_scores((q * scale) @ k.swapaxes(-1, -2), mask)) @ v
-    core = _attention_core(float(scale), mask is not None)
+    parts = backend.default_parts()
+    if parts > 1 and k.shape[2] >= STREAM_SPLIT_MIN_KEYS and backend.in_eager_inference():
+        return _attention_on_streams(q, k, v, float(scale), mask, parts)
+    return _chunked_attention(q, k, v, float(scale), mask)
+
+
+def _chunked_attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None
+) -> mx.array:
+    """The float32 CPU core over chunks of the batch of about :data:`CHUNK_BYTES` of scores."""
+    core = _attention_core(scale, mask is not None)
     extra = () if mask is None else (mask,)
     batch = q.shape[0]
     step = max(1, CHUNK_BYTES // (4 * q.shape[1] * q.shape[2] * k.shape[2]))
@@ -107,6 +127,33 @@ def scaled_dot_product_attention(
     return mx.concatenate(
         [core(*(rows(x, start) for x in (q, k, v, *extra)))[0] for start in range(0, batch, step)]
     )
+
+
+def _attention_on_streams(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None, parts: int
+) -> mx.array:
+    """:func:`_chunked_attention` evaluated now with the batch split over ``parts`` CPU
+    streams, the BLAS's threads shared out between them."""
+    batch = q.shape[0]
+    parts = min(parts, batch)
+    if parts < 2:  # one image: splitting its heads measured no faster
+        return _chunked_attention(q, k, v, scale, mask)
+
+    def rows(x: mx.array | None, start: int, stop: int) -> mx.array | None:
+        if x is None or x.ndim != 4 or x.shape[0] != batch:  # broadcast over the batch
+            return x
+        return x[start:stop]
+
+    mx.eval([x for x in (q, k, v, mask) if x is not None])
+    edges = [batch * i // parts for i in range(parts + 1)]
+    outs = []
+    with backend.blas_threads(backend.threads_per_part(parts)):
+        for start, stop, stream in zip(edges, edges[1:], backend.cpu_streams(parts), strict=False):
+            with mx.stream(stream):
+                qp, kp, vp = (rows(x, start, stop) for x in (q, k, v))
+                outs.append(_chunked_attention(qp, kp, vp, scale, rows(mask, start, stop)))
+        mx.eval(outs)
+    return mx.concatenate(outs)
 
 
 def _attention_forward(q, k, v, mask, scale):
