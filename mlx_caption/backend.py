@@ -8,7 +8,8 @@ resolve MLX's ``cblas_sgemm`` to the optimized library instead. That has to happ
 ``mlx_caption/__init__.py`` ahead of every other import.
 
 Control it with ``MLX_CAPTION_BLAS``: a path to a shared library, or ``off`` to leave the
-reference BLAS in place. Nothing is loaded on macOS (Accelerate is already used) or when a
+reference BLAS in place. OpenBLAS's idle threads are told to sleep sooner than its default
+(``OPENBLAS_THREAD_TIMEOUT``, unless set already): see :func:`setup`. Nothing is loaded on macOS (Accelerate is already used) or when a
 GPU build of MLX (``mlx-cuda``) is installed.
 
 :func:`setup` also has glibc's malloc keep freed memory for reuse (:func:`keep_freed_memory`,
@@ -35,6 +36,9 @@ from typing import Any
 
 ENV_VAR = "MLX_CAPTION_BLAS"
 MALLOC_ENV_VAR = "MLX_CAPTION_MALLOC"
+# log2 of the cycles OpenBLAS's idle threads spin before sleeping (see setup); a value the
+# user sets in the environment wins.
+OPENBLAS_THREAD_TIMEOUT = "20"
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _INT_MAX = 2**31 - 1
@@ -166,6 +170,11 @@ def setup() -> BlasStatus:
         return _status
     candidates = [choice] if choice else blas_candidates()
     errors = []
+    # OpenBLAS's idle threads spin for 2**28 cycles (about 0.1 s) after each matmul before
+    # they sleep, holding a core that MLX's element-wise work on a second CPU stream needs
+    # (the attention core at inference, layers.attention.STREAM_SPLIT_MIN_KEYS). 2**20
+    # cycles is well under a millisecond: back-to-back matmuls still find them awake.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
     for path in candidates:
         try:
             _handle = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)

@@ -23,6 +23,20 @@ def test_openblas_loaded_when_available():
     assert os.path.realpath(status.loaded) in mapped
 
 
+@pytest.mark.parametrize("preset", [None, "25"])
+def test_openblas_idle_threads_sleep_soon_unless_the_user_says(preset):
+    """The loader shortens OpenBLAS's spin before sleeping, in the environment OpenBLAS reads
+    when it loads; a value already set is kept."""
+    if not backend.status().loaded:
+        pytest.skip("no optimized BLAS loaded here")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = "import os, mlx_caption; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == (preset or backend.OPENBLAS_THREAD_TIMEOUT), out.stderr
+
+
 def test_blas_threads_sets_and_restores_the_thread_count():
     before = backend.blas_thread_count()
     if before is None:

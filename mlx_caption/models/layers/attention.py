@@ -78,10 +78,10 @@ CHUNK_BYTES = 1 << 21
 # Inference on a multi-core CPU (backend.in_eager_inference): from this many keys on, the
 # attention core evaluates its inputs and splits the batch over CPU streams, one BLAS thread
 # each, so that the element-wise passes over the scores (row max, exponentials, row sums),
-# which run on one core per stream, get every core. Evaluating early costs the overlap of one
-# lazy graph: at ViT-B's 197-257 tokens that ate the gain, at BLIP's 577 it paid well
-# (benchmarks/README.md has the figures).
-STREAM_SPLIT_MIN_KEYS = 512
+# which run on one core per stream, get every core. Below it (ViT-B/32's 50 tokens) the
+# passes are too short to pay for evaluating early. It pays only while OpenBLAS's idle
+# threads leave the cores alone (backend.OPENBLAS_THREAD_TIMEOUT).
+STREAM_SPLIT_MIN_KEYS = 192
 
 
 def scaled_dot_product_attention(
