@@ -271,6 +271,14 @@ def default_parts() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def row_ranges(rows: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(start, stop)`` row ranges of near-equal size (at most one per
+    row, one when ``parts <= 1``): how work is split over CPU streams."""
+    parts = max(1, min(parts, rows))
+    edges = [rows * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
 def threads_per_part(parts: int) -> int:
     """BLAS threads for each of ``parts`` CPU streams running at once: a share of the cores."""
     return max(1, (os.cpu_count() or parts) // parts)
@@ -306,11 +314,10 @@ def split_eval(fn: Callable[..., Any], *batched: Any, parts: int = 1) -> Any:
         finally:
             _EAGER_INFERENCE.reset(token)
         return out
-    parts = min(parts, rows)
-    edges = [rows * i // parts for i in range(parts + 1)]
+    ranges = row_ranges(rows, parts)
     outs = []
-    with blas_threads(threads_per_part(parts)):
-        for start, stop, stream in zip(edges, edges[1:], cpu_streams(parts), strict=False):
+    with blas_threads(threads_per_part(len(ranges))):
+        for (start, stop), stream in zip(ranges, cpu_streams(len(ranges)), strict=True):
             with mx.stream(stream):
                 outs.append(fn(*(x[start:stop] for x in batched)))
         mx.eval(outs)

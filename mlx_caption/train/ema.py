@@ -65,7 +65,7 @@ class WeightAverage:
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:
         """The averaged weights in ``model`` inside the block, its own weights after it."""
-        own = [(k, v) for k, v in tree_flatten(model.trainable_parameters())]
+        own = tree_flatten(model.trainable_parameters())
         model.load_weights(list(self.weights().items()), strict=False)
         try:
             yield

@@ -51,7 +51,7 @@ def cross_entropy(
     shape = targets.shape
     rows = logits.reshape(-1, logits.shape[-1])
     labels = targets.reshape(-1)
-    chunks = _split(rows.shape[0], len(streams))
+    chunks = backend.row_ranges(rows.shape[0], len(streams))
     if len(chunks) == 1:
         loss, correct = _row_cross_entropy(float(label_smoothing), None)(rows, labels)[:2]
     else:
@@ -63,13 +63,6 @@ def cross_entropy(
         loss = mx.concatenate([p[0] for p in parts])
         correct = mx.concatenate([p[1] for p in parts])
     return loss.reshape(shape), correct.reshape(shape)
-
-
-def _split(rows: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous row ranges of near-equal size (one when ``parts <= 1``)."""
-    parts = max(1, min(parts, rows))
-    edges = [rows * i // parts for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 @mx.compile

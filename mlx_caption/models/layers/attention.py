@@ -135,8 +135,8 @@ def _attention_on_streams(
     """:func:`_chunked_attention` evaluated now with the batch split over ``parts`` CPU
     streams, the BLAS's threads shared out between them."""
     batch = q.shape[0]
-    parts = min(parts, batch)
-    if parts < 2:  # one image: splitting its heads measured no faster
+    ranges = backend.row_ranges(batch, parts)
+    if len(ranges) < 2:  # one image: splitting its heads measured no faster
         return _chunked_attention(q, k, v, scale, mask)
 
     def rows(x: mx.array | None, start: int, stop: int) -> mx.array | None:
@@ -145,10 +145,9 @@ def _attention_on_streams(
         return x[start:stop]
 
     mx.eval([x for x in (q, k, v, mask) if x is not None])
-    edges = [batch * i // parts for i in range(parts + 1)]
     outs = []
-    with backend.blas_threads(backend.threads_per_part(parts)):
-        for start, stop, stream in zip(edges, edges[1:], backend.cpu_streams(parts), strict=False):
+    with backend.blas_threads(backend.threads_per_part(len(ranges))):
+        for (start, stop), stream in zip(ranges, backend.cpu_streams(len(ranges)), strict=True):
             with mx.stream(stream):
                 qp, kp, vp = (rows(x, start, stop) for x in (q, k, v))
                 outs.append(_chunked_attention(qp, kp, vp, scale, rows(mask, start, stop)))
