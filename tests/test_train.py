@@ -37,7 +37,12 @@ from mlx_caption.train.config import TrainConfig, TrainModelConfig, TrainOptimCo
 from mlx_caption.train.distributed import World
 from mlx_caption.train.evaluation import evaluate_captioner
 from mlx_caption.train.schedule import GROUPS, WarmupDecay, build_optimizer, group_of
-from mlx_caption.train.step import TrainStep, caption_loss, resolve_cpu_streams
+from mlx_caption.train.step import (
+    TrainStep,
+    balanced_streams,
+    caption_loss,
+    resolve_cpu_streams,
+)
 from mlx_caption.train.trainer import Trainer, check_recipe, set_trainable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +219,54 @@ def test_cpu_streams_split_gives_the_same_update(compile, k):
         model = tiny_captioner()
         opt, _ = build_optimizer(TrainOptimConfig(), 10)
         TrainStep(model, opt, cpu_streams=3)(*batch(n=4))
+
+
+@pytest.mark.parametrize("cpu_streams", [1, 2])
+def test_update_runs_each_array_on_its_balanced_stream(cpu_streams):
+    """Every array's optimizer update (through a MultiOptimizer's groups) runs on the stream
+    TrainStep dealt it, and on a multi-core CPU the streams share the weights near evenly."""
+    model = tiny_captioner(dropout=0.0)
+    model.train()
+    opt, _ = build_optimizer(TrainOptimConfig(lr=1e-3), 10)
+    step = TrainStep(model, opt, grad_clip=1.0, compile=False, cpu_streams=cpu_streams)
+    # apply_single gets each array's own state dict (Adam's m and v): it names the array.
+    names = {}
+    for group in opt.optimizers:
+        keys = {k.rsplit(".", 1)[0] for k, _ in tree_flatten(group.state) if k.endswith(".m")}
+        for key in keys:
+            node = group.state
+            for part in key.split("."):
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            names[id(node)] = key
+    seen: dict[str, object] = {}
+    for group in opt.optimizers:
+        original = type(group).apply_single
+
+        def record(self, gradient, parameter, state, original=original):
+            seen[names[id(state)]] = mx.default_stream(mx.cpu)
+            return original(self, gradient, parameter, state)
+
+        group.apply_single = record.__get__(group)
+    step(*batch(n=4))
+    assert set(seen) == set(names.values())
+    assert seen == step._leaf_streams
+    sizes = dict(tree_flatten(model.trainable_parameters()))
+    load: dict = {}
+    for name, stream in seen.items():
+        load[str(stream)] = load.get(str(stream), 0) + sizes[name].size
+    if backend.on_gpu() or backend.default_parts() < 2:
+        assert len(load) == 1
+    else:
+        assert len(load) == 2
+        largest = max(p.size for p in sizes.values())
+        assert abs(max(load.values()) - min(load.values())) <= largest
+
+
+def test_balanced_streams_deals_largest_first_to_the_lightest():
+    a, b = "a", "b"  # any objects stand for streams
+    assert balanced_streams([5, 1, 4, 2, 3], [a, b]) == [a, a, b, a, b]  # 8 against 7
+    assert balanced_streams([3, 3], [a]) == [a, a]
+    assert balanced_streams([], [a, b]) == []
 
 
 def test_step_for_recipe_is_the_configured_step():
