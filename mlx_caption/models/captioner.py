@@ -26,6 +26,7 @@ from mlx_caption.models.base import CaptionerParts
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig, TextDecoder
 from mlx_caption.models.layers import gelu_tanh
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.registry import build_encoder, encoder_config_from_dict
 
 MODEL_TYPE = "mlx_caption"
@@ -74,7 +75,7 @@ class Projector(nn.Module):
         if kind not in PROJECTORS:
             raise ValueError(f"unknown projector {kind!r}; choose one of {', '.join(PROJECTORS)}")
         self.kind = kind
-        self.norm = nn.LayerNorm(in_dims)
+        self.norm = LayerNorm(in_dims)
         self.fc1 = nn.Linear(in_dims, out_dims)
         if kind == "mlp":
             self.fc2 = nn.Linear(out_dims, out_dims)

@@ -24,6 +24,7 @@ from mlx_caption.models.layers import (
     combine_masks,
     key_padding_mask,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.tokens import CAPTION_TOKENS, SpecialTokens
 
 
@@ -66,11 +67,11 @@ class DecoderBlock(nn.Module):
     def __init__(self, cfg: DecoderConfig, kv_dims: int | None = None):
         super().__init__()
         d = cfg.hidden_size
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.self_attn_layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.self_attn = MultiHeadAttention(d, cfg.num_heads)
-        self.cross_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.cross_attn_layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.cross_attn = MultiHeadAttention(d, cfg.num_heads, kv_dims=kv_dims)
-        self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.final_layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.mlp = MLP(d, cfg.intermediate_size, "gelu_tanh")
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -118,7 +119,7 @@ class TextDecoder(nn.Module):
         self.embed_positions.weight = self.embed_positions.weight * 0.02 / (d**-0.5)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = [DecoderBlock(cfg, kv_dims) for _ in range(cfg.num_layers)]
-        self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         if cfg.tie_embeddings:
             self.output_bias = mx.zeros((cfg.vocab_size,))
         else:

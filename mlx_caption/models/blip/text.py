@@ -25,6 +25,7 @@ from mlx_caption.models.layers import (
     BertSelfAttention,
     KVCache,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.tokens import SpecialTokens
 
 
@@ -72,7 +73,7 @@ class BlipTextPredictionHeadTransform(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = ACTIVATIONS[cfg.hidden_act]
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.LayerNorm(self.act(self.dense(x)))

@@ -22,6 +22,7 @@ from mlx_caption.models.layers import (
     resize_positions,
     scaled_dot_product_attention,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 
 
 class BlipAttention(nn.Module):
@@ -91,7 +92,7 @@ class BlipVisionModel(VisionEncoder):
         super().__init__(cfg)
         self.embeddings = BlipVisionEmbeddings(cfg)
         self.encoder = BlipEncoder(cfg)
-        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def __call__(self, pixels: mx.array, output_hidden_states: bool = False) -> VisionOutput:
         x, hidden = self.run_blocks(self.embeddings(pixels), output_hidden_states)

@@ -24,6 +24,7 @@ from mlx_caption.models.layers import (
     resize_positions,
     sincos_position_embedding,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 
 PATCH_KEY = "embeddings.patch_embedding.weight"
 # Keys of the rest of a CLIPModel checkpoint: the text tower and the contrastive scale.
@@ -76,9 +77,9 @@ class CLIPVisionModel(VisionEncoder):
     def __init__(self, cfg: CLIPVisionConfig):
         super().__init__(cfg)
         self.embeddings = VisionEmbeddings(cfg)
-        self.pre_layrnorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.pre_layrnorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.encoder = Encoder(cfg)
-        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.projection_dim:
             self.visual_projection = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
 

@@ -18,6 +18,7 @@ import mlx.nn as nn
 from mlx_caption.models.base import VisionEncoder, VisionOutput, sanitize_state
 from mlx_caption.models.dinov2.config import Dinov2Config
 from mlx_caption.models.layers import MLP
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.vit.vision import (
     PATCH_KEY,
     Encoder,
@@ -53,10 +54,10 @@ class Dinov2Layer(nn.Module):
     def __init__(self, cfg: Dinov2Config):
         super().__init__()
         d = cfg.hidden_size
-        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm1 = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.attention = ViTAttention(d, cfg.num_attention_heads, cfg.qkv_bias)
         self.layer_scale1 = LayerScale(d, cfg.layerscale_value)
-        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm2 = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
         self.layer_scale2 = LayerScale(d, cfg.layerscale_value)
 
@@ -76,7 +77,7 @@ class Dinov2Model(VisionEncoder):
         super().__init__(cfg)
         self.embeddings = ViTEmbeddings(cfg, cfg.num_register_tokens, antialias=cfg.with_registers)
         self.encoder = Encoder([Dinov2Layer(cfg) for _ in range(cfg.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     @property
     def never_trained(self) -> list[str]:

@@ -1,5 +1,5 @@
 """Layers every model family shares: attention and its KV cache, the MLP, the pre-LN block,
-BERT's post-LN pieces, activations, patch stems and position embeddings. A family folder
+BERT's post-LN pieces, LayerNorm, activations, patch stems and position embeddings. A family folder
 builds its modules from these."""
 
 from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
@@ -25,6 +25,7 @@ from mlx_caption.models.layers.bert import (
 )
 from mlx_caption.models.layers.blocks import PreNormBlock
 from mlx_caption.models.layers.mlp import MLP, activation
+from mlx_caption.models.layers.norm import LayerNorm, layer_norm
 from mlx_caption.models.layers.positions import (
     bicubic_matrix,
     resize_grid,
@@ -45,6 +46,7 @@ __all__ = [
     "STEMS",
     "ConvStem",
     "KVCache",
+    "LayerNorm",
     "MultiHeadAttention",
     "PatchEmbedding",
     "PreNormBlock",
@@ -56,6 +58,7 @@ __all__ = [
     "combine_masks",
     "gelu_tanh",
     "key_padding_mask",
+    "layer_norm",
     "merge_heads",
     "resize_grid",
     "resize_positions",

@@ -15,6 +15,7 @@ import mlx.nn as nn
 
 from mlx_caption.models.layers.activations import ACTIVATIONS
 from mlx_caption.models.layers.attention import KVCache, attend, merge_heads, split_heads
+from mlx_caption.models.layers.norm import LayerNorm
 
 
 class BertTextConfig(Protocol):
@@ -39,7 +40,7 @@ class BertEmbeddings(nn.Module):
         d = cfg.hidden_size
         self.word_embeddings = nn.Embedding(cfg.vocab_size, d)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, d)
-        self.LayerNorm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.LayerNorm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def __call__(self, tokens: mx.array, offset: int | mx.array = 0) -> mx.array:
@@ -132,7 +133,7 @@ class BertOutput(nn.Module):
     def __init__(self, in_dims: int, dims: int, eps: float, dropout: float):
         super().__init__()
         self.dense = nn.Linear(in_dims, dims)
-        self.LayerNorm = nn.LayerNorm(dims, eps=eps)
+        self.LayerNorm = LayerNorm(dims, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
     def __call__(self, h: mx.array, residual: mx.array) -> mx.array:

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.layers.mlp import MLP
+from mlx_caption.models.layers.norm import LayerNorm
 
 
 class PreNormBlock(nn.Module):
@@ -22,9 +23,9 @@ class PreNormBlock(nn.Module):
     def __init__(self, attention: nn.Module, dims: int, hidden: int, act: str, eps: float):
         super().__init__()
         self.self_attn = attention
-        self.layer_norm1 = nn.LayerNorm(dims, eps=eps)
+        self.layer_norm1 = LayerNorm(dims, eps=eps)
         self.mlp = MLP(dims, hidden, act)
-        self.layer_norm2 = nn.LayerNorm(dims, eps=eps)
+        self.layer_norm2 = LayerNorm(dims, eps=eps)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = x + self.self_attn(self.layer_norm1(x))

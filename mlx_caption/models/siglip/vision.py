@@ -25,6 +25,7 @@ from mlx_caption.models.layers import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.siglip.config import SiglipVisionConfig
 
 # The patch kernel's name and the blocks are CLIP's. Keys of the rest of a SiglipModel
@@ -77,7 +78,7 @@ class AttentionPoolingHead(nn.Module):
         super().__init__()
         self.probe = mx.zeros((1, 1, cfg.hidden_size))
         self.attention = PackedAttention(cfg.hidden_size, cfg.num_attention_heads)
-        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -97,7 +98,7 @@ class SiglipVisionModel(VisionEncoder):
         super().__init__(cfg)
         self.embeddings = VisionEmbeddings(cfg)
         self.encoder = Encoder(cfg)
-        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.vision_use_head:
             self.head = AttentionPoolingHead(cfg)
 

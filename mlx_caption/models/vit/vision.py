@@ -28,6 +28,7 @@ from mlx_caption.models.layers import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.vit.config import ViTConfig
 
 PATCH_KEY = "embeddings.patch_embeddings.projection.weight"
@@ -148,8 +149,8 @@ class ViTLayer(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         self.attention = ViTAttention(d, cfg.num_attention_heads, cfg.qkv_bias)
-        self.layernorm_before = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.layernorm_after = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.layernorm_before = LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.layernorm_after = LayerNorm(d, eps=cfg.layer_norm_eps)
         # The MLP under HF's names: intermediate.dense -> activation -> output.dense.
         self.act = activation(cfg.hidden_act)
         self.intermediate = Dense(d, cfg.intermediate_size)
@@ -184,7 +185,7 @@ class ViTModel(VisionEncoder):
         super().__init__(cfg)
         self.embeddings = ViTEmbeddings(cfg)
         self.encoder = Encoder([ViTLayer(cfg) for _ in range(cfg.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.add_pooling_layer:
             self.pooler = Dense(cfg.hidden_size, cfg.pooler_output_size or cfg.hidden_size)
 

@@ -17,6 +17,7 @@ from mlx_caption.models.base import PretrainedCaptionerConfig
 from mlx_caption.models.cross_decoder import CrossAttentionDecoder
 from mlx_caption.models.layers import KVCache, activation, attend, merge_heads
 from mlx_caption.models.layers import split_heads as heads
+from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.vit_gpt2.config import GPT2Config
 from mlx_caption.tokens import SpecialTokens
 
@@ -102,11 +103,11 @@ class GPT2Block(nn.Module):
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
         d, eps = cfg.n_embd, cfg.layer_norm_epsilon
-        self.ln_1 = nn.LayerNorm(d, eps=eps)
+        self.ln_1 = LayerNorm(d, eps=eps)
         self.attn = GPT2Attention(cfg, layer_idx)
-        self.ln_cross_attn = nn.LayerNorm(d, eps=eps)
+        self.ln_cross_attn = LayerNorm(d, eps=eps)
         self.crossattention = GPT2Attention(cfg, layer_idx, cross=True)
-        self.ln_2 = nn.LayerNorm(d, eps=eps)
+        self.ln_2 = LayerNorm(d, eps=eps)
         self.mlp = GPT2MLP(cfg)
 
     def __call__(
@@ -136,7 +137,7 @@ class GPT2Model(nn.Module):
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
         self.drop = nn.Dropout(cfg.embd_pdrop)
         self.h = [GPT2Block(cfg, i) for i in range(cfg.n_layer)]
-        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.ln_f = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
 
 class GPT2LMHeadModel(CrossAttentionDecoder):
