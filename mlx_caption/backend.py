@@ -241,17 +241,19 @@ def blas_threads(n: int):
 
 _STREAMS: list = []
 
-# Set while split_eval builds an inference graph (see in_eager_inference).
-_EAGER_INFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "mlx_caption_eager_inference", default=False
+# While split_eval builds its parts' graphs: the stage ends each part marks (mark_stage).
+_STAGES: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "mlx_caption_stages", default=None
 )
 
 
-def in_eager_inference() -> bool:
-    """True while :func:`split_eval` builds its graph on one stream: nothing traces or
-    differentiates that code, so an op may evaluate its inputs early and spread its own work
-    over CPU streams (the attention core does, for long sequences)."""
-    return _EAGER_INFERENCE.get()
+def mark_stage(x: Any) -> None:
+    """Note ``x`` as the end of a stage of the graph :func:`split_eval` is building (every
+    encoder marks each block's output): the parts' stages are then evaluated in step. Does
+    nothing anywhere else (training, compiled functions, one part)."""
+    stages = _STAGES.get()
+    if stages is not None:
+        stages.append(x)
 
 
 def cpu_streams(count: int) -> list:
@@ -284,42 +286,75 @@ def threads_per_part(parts: int) -> int:
     return max(1, (os.cpu_count() or parts) // parts)
 
 
-def split_eval(fn: Callable[..., Any], *batched: Any, parts: int = 1) -> Any:
+# Token rows each CPU stream takes per call of split_eval: with about a thousand (four
+# 257-token images, sixteen 50-token ones) an encoder forward on two streams measured fastest;
+# with four times as many, slower than one stream (the blocks' working sets outgrow the
+# caches). benchmarks/README.md has the figures.
+ROWS_PER_STREAM = 1024
+
+
+def split_eval(
+    fn: Callable[..., Any], *batched: Any, parts: int | None = None, tokens: int = 1
+) -> Any:
     """``fn(*batched)`` evaluated, with the batch (axis 0 of every input) split over CPU streams.
 
     MLX runs each CPU op on one thread (only its matmuls use the BLAS's threads), so on a
     multi-core CPU an encoder forward leaves cores idle through layer norms, activations and
-    the attention core. Here each of ``parts`` row chunks runs on its own CPU stream, all of
-    them at once, with the BLAS's threads shared out between the streams (one each on two
-    cores): every op then has a core. The outputs (an array or a tuple/list/dict of arrays)
-    are concatenated back along axis 0. For inference: the result is evaluated here, and
-    nothing may differentiate through it. On a GPU, or with one part, it is ``fn`` evaluated.
+    the attention core. Here the batch is cut into ``parts`` chunks (default: one per core,
+    at most two, :func:`default_parts`), each run on its own CPU stream with a share of the
+    BLAS's threads: every op then has a core. ``tokens`` is what one row of the batch holds
+    (an encoder's tokens per image): the batch goes through in slices of about
+    :data:`ROWS_PER_STREAM` token rows per stream. Stages that ``fn`` marks
+    (:func:`mark_stage`: an encoder's blocks) are evaluated in step across the parts.
 
-    One part is the default: on the 2-core machine this project measures on, an encoder
-    forward split over two streams with one BLAS thread each ran slower than one stream with
-    the BLAS's threads (the matmuls dominate; benchmarks/README.md has the figures), so the
-    callers (generation, the feature cache, ``encode``, the bench) evaluate whole batches
-    until a machine shows the split paying off. With one part, ``fn`` runs marked as
-    inference (:func:`in_eager_inference`): the ops that gain from it split themselves.
+    The outputs (an array or a tuple/list/dict of arrays) are concatenated back along axis 0.
+    For inference: the result is evaluated here, and nothing may differentiate through it.
+    On a GPU, with one part or one row, it is ``fn`` evaluated.
     """
     import mlx.core as mx
     from mlx.utils import tree_map
 
+    parts = default_parts() if parts is None else parts
     rows = batched[0].shape[0]
     if parts <= 1 or rows < 2 or on_gpu():
-        token = _EAGER_INFERENCE.set(True)
-        try:
-            out = fn(*batched)
-            mx.eval(out)
-        finally:
-            _EAGER_INFERENCE.reset(token)
+        out = fn(*batched)
+        mx.eval(out)
         return out
-    ranges = row_ranges(rows, parts)
-    outs = []
+    step = parts * max(1, round(ROWS_PER_STREAM / max(1, tokens)))
+    outs = [
+        _split_slice(fn, [x[i : i + step] for x in batched], parts) for i in range(0, rows, step)
+    ]
+    if len(outs) == 1:
+        return outs[0]
+    out = tree_map(lambda *slices: mx.concatenate(slices, axis=0), *outs)
+    mx.eval(out)
+    return out
+
+
+def _split_slice(fn: Callable[..., Any], batched: list, parts: int) -> Any:
+    """One slice of :func:`split_eval`: its rows over ``parts`` streams, stages in step."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    ranges = row_ranges(batched[0].shape[0], parts)
+    outs, staged = [], []
     with blas_threads(threads_per_part(len(ranges))):
         for (start, stop), stream in zip(ranges, cpu_streams(len(ranges)), strict=True):
-            with mx.stream(stream):
-                outs.append(fn(*(x[start:stop] for x in batched)))
+            marks: list = []
+            token = _STAGES.set(marks)
+            try:
+                with mx.stream(stream):
+                    outs.append(fn(*(x[start:stop] for x in batched)))
+            finally:
+                _STAGES.reset(token)
+            staged.append(marks)
+        # Every part's k-th stage queued together, stage after stage. Queued as one graph,
+        # MLX runs one part's graph to its end before it starts the other's: the streams take
+        # turns instead of running at once (a ViT forward on two streams then took 1.4x the
+        # time of one).
+        for k in range(max(map(len, staged))):
+            mx.async_eval([marks[k] for marks in staged if k < len(marks)])
+        staged.clear()
         mx.eval(outs)
     out = tree_map(lambda *chunks: mx.concatenate(chunks, axis=0), *outs)
     mx.eval(out)

@@ -6,6 +6,7 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mlx_caption import backend
@@ -75,6 +76,50 @@ def test_split_eval_equals_one_stream():
     assert mx.array_equal(one, x[:1] * 2.0).item()
 
 
+def test_split_eval_queues_marked_stages_in_step_and_slices_by_tokens(monkeypatch):
+    """Each slice of about ROWS_PER_STREAM token rows a stream runs its parts' graphs with
+    their marked stages queued together, stage k of every part before stage k + 1 of any,
+    and the result equals the function on the whole batch."""
+    import mlx.core as mx
+
+    w = mx.random.normal((8, 8), key=mx.random.key(0)) * 0.3
+    x = mx.random.normal((10, 3, 8), key=mx.random.key(1))
+
+    def blocks(h):
+        for _ in range(3):
+            h = mx.tanh(h @ w) + h
+            backend.mark_stage(h)
+        return h
+
+    queued = []
+    async_eval = mx.async_eval
+    monkeypatch.setattr(
+        mx, "async_eval", lambda arrays: queued.append(arrays) or async_eval(arrays)
+    )
+    monkeypatch.setattr(backend, "ROWS_PER_STREAM", 6)  # 6 // 3 tokens: 2 rows a stream
+    out = backend.split_eval(blocks, x, parts=2, tokens=3)
+    np.testing.assert_allclose(np.array(out), np.array(blocks(x)), atol=1e-5)
+    # 10 rows in slices of 4 (2 streams x 2 rows), 4 and 2: each slice queues its 3 stages,
+    # every stage over both parts (the last slice's 2 rows: one row a part).
+    assert [len(stage) for stage in queued] == [2] * 9
+    assert [stage[0].shape[0] for stage in queued] == [2] * 6 + [1] * 3
+    # The whole batch in one slice when tokens are few: the same values.
+    queued.clear()
+    out = backend.split_eval(blocks, x, parts=2)
+    assert [stage[0].shape[0] for stage in queued] == [5] * 3
+    np.testing.assert_allclose(np.array(out), np.array(blocks(x)), atol=1e-5)
+
+
+def test_mark_stage_does_nothing_outside_split_eval():
+    import mlx.core as mx
+
+    backend.mark_stage(mx.ones(2))  # no error, nothing kept
+    assert backend._STAGES.get() is None
+    with pytest.raises(RuntimeError):
+        backend.split_eval(lambda a: (_ for _ in ()).throw(RuntimeError("boom")), mx.ones((4, 2)))
+    assert backend._STAGES.get() is None  # cleared after an exception
+
+
 # Allocates a 64 MiB array twice and prints the page faults of the second allocation.
 _REFAULT = """
 import resource, mlx_caption
@@ -102,3 +147,30 @@ def test_freed_memory_is_reused_without_page_faults():
     assert refaults("") < pages // 100  # the freed block came back from the heap
     assert refaults("system") > pages // 2  # glibc's default: a fresh mmap, faulted page by page
     assert backend.malloc_status() == "freed memory kept for reuse"
+
+
+def test_every_encoder_block_is_a_stage_of_split_eval(monkeypatch):
+    import mlx.core as mx
+
+    from mlx_caption.models.clip import CLIPVisionConfig
+    from mlx_caption.models.registry import build_encoder
+
+    cfg = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    model = build_encoder(cfg)
+    model.eval()
+    pixels = mx.random.normal((4, 32, 32, 3), key=mx.random.key(0))
+    queued = []
+    async_eval = mx.async_eval
+    monkeypatch.setattr(
+        mx, "async_eval", lambda arrays: queued.append(arrays) or async_eval(arrays)
+    )
+    out = backend.split_eval(lambda p: model(p).last_hidden_state, pixels, parts=2, tokens=17)
+    assert [len(stage) for stage in queued] == [2, 2, 2]  # 3 blocks, 2 parts each
+    np.testing.assert_allclose(np.array(out), np.array(model(pixels).last_hidden_state), atol=1e-5)

@@ -175,7 +175,9 @@ def build_pair(
 def encode(model: Any, pixels: np.ndarray) -> mx.array:
     """The token grid as the library computes it for inference (``backend.split_eval``),
     from numpy pixels."""
-    return backend.split_eval(lambda x: model(x).last_hidden_state, mx.array(pixels))
+    return backend.split_eval(
+        lambda x: model(x).last_hidden_state, mx.array(pixels), tokens=model.config.num_tokens
+    )
 
 
 def half_precision_note() -> str | None:

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
         batch = np.stack([preprocess_image(load_image(p), cfg) for p in paths])
-        result = backend.split_eval(_outputs(model), mx.array(batch))
+        result = backend.split_eval(
+            _outputs(model), mx.array(batch), tokens=model.config.num_tokens
+        )
         for name, value in result.items():
             outputs[name].append(value.astype(mx.float32))
             mx.eval(outputs[name][-1])

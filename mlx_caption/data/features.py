@@ -31,6 +31,7 @@ from mlx_caption import backend
 from mlx_caption.data.preprocess import PreprocessConfig
 from mlx_caption.data.sources import ImageValidator, Record
 from mlx_caption.errors import UserError
+from mlx_caption.models.base import tokens_per_image
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -195,7 +196,9 @@ class FeatureCache:
             }
         shard_size = manifest["shard_size"]  # a resumed build keeps its shard layout
         encode = encode_fn or (
-            lambda px: backend.split_eval(lambda x: encoder(x).last_hidden_state, px)
+            lambda px: backend.split_eval(
+                lambda x: encoder(x).last_hidden_state, px, tokens=tokens_per_image(encoder)
+            )
         )
         n_shards = -(-len(paths) // shard_size)
         todo = [k for k in range(n_shards) if str(k) not in manifest["shards"]]

@@ -19,7 +19,7 @@ from mlx_caption.generate.beams import Hypothesis
 from mlx_caption.generate.config import Caption, DecodingConfig
 from mlx_caption.generate.search import DecodingRun, beam_search, decode_rows
 from mlx_caption.loading import MODEL_FILE, load_captioner
-from mlx_caption.models.base import eval_mode
+from mlx_caption.models.base import eval_mode, tokens_per_image
 
 
 def decode(
@@ -125,7 +125,7 @@ def generate(
         pixels = mx.array(pixels)
         # An MLX captioner's encoder runs split over the CPU's cores (a no-op on a GPU).
         if isinstance(model, nn.Module):
-            image_tokens = backend.split_eval(model.encode, pixels)
+            image_tokens = backend.split_eval(model.encode, pixels, tokens=tokens_per_image(model))
         else:
             image_tokens = model.encode(pixels)
     return decode(model.decoder, image_tokens, tokenizer, cfg)

@@ -30,6 +30,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from mlx_caption import backend
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
 
 
@@ -221,9 +222,20 @@ class VisionEncoder(nn.Module):
         checkpoint = self.grad_checkpoint and self.training
         for layer in self.layers:
             x = checkpointed(layer, x) if checkpoint else layer(x)
+            backend.mark_stage(x)
             if hidden is not None:
                 hidden.append(x)
         return x, tuple(hidden) if hidden is not None else None
+
+
+def tokens_per_image(model: nn.Module) -> int:
+    """Tokens per image out of ``model``'s vision encoder (``model`` an encoder, or a captioner
+    holding one as ``encoder`` or ``vision_model``); 1 when there is none. Sets how many
+    images ``backend.split_eval`` hands each CPU stream at a time."""
+    for encoder in (model, getattr(model, "encoder", None), getattr(model, "vision_model", None)):
+        if isinstance(encoder, VisionEncoder):
+            return encoder.config.num_tokens
+    return 1
 
 
 # How long transformers' generate runs, as a checkpoint's generation settings decide it

@@ -75,15 +75,6 @@ def _mask_scores(scores: mx.array, mask: mx.array | None) -> mx.array:
 CHUNK_BYTES = 1 << 21
 
 
-# Inference on a multi-core CPU (backend.in_eager_inference): from this many keys on, the
-# attention core evaluates its inputs and splits the batch over CPU streams, one BLAS thread
-# each, so that the element-wise passes over the scores (row max, exponentials, row sums),
-# which run on one core per stream, get every core. Below it (ViT-B/32's 50 tokens) the
-# passes are too short to pay for evaluating early. It pays only while OpenBLAS's idle
-# threads leave the cores alone (backend.OPENBLAS_THREAD_TIMEOUT).
-STREAM_SPLIT_MIN_KEYS = 192
-
-
 def scaled_dot_product_attention(
     q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | str | None = None
 ) -> mx.array:
@@ -95,8 +86,7 @@ def scaled_dot_product_attention(
     from the vectorised polynomial of :mod:`~mlx_caption.models.layers.activations`, the
     weighted sum of the unnormalised ones divided by their row sums afterwards (a pass over
     ``L_query x head_dim`` values instead of ``L_query x L_key``), and the gradient written
-    out (see :func:`_attention_vjp`). Long sequences at inference are spread over the CPU's
-    cores (:data:`STREAM_SPLIT_MIN_KEYS`).
+    out (see :func:`_attention_vjp`).
     """
     if backend.on_gpu():
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
@@ -104,9 +94,6 @@ def scaled_dot_product_attention(
         mask = causal_mask(q.shape[2], k.shape[2], k.shape[2] - q.shape[2])
     if q.dtype != mx.float32:
         return softmax(_mask_scores((q * scale) @ k.swapaxes(-1, -2), mask)) @ v
-    parts = backend.default_parts()
-    if parts > 1 and k.shape[2] >= STREAM_SPLIT_MIN_KEYS and backend.in_eager_inference():
-        return _attention_on_streams(q, k, v, float(scale), mask, parts)
     return _chunked_attention(q, k, v, float(scale), mask)
 
 
@@ -127,32 +114,6 @@ def _chunked_attention(
     return mx.concatenate(
         [core(*(rows(x, start) for x in (q, k, v, *extra)))[0] for start in range(0, batch, step)]
     )
-
-
-def _attention_on_streams(
-    q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None, parts: int
-) -> mx.array:
-    """:func:`_chunked_attention` evaluated now with the batch split over ``parts`` CPU
-    streams, the BLAS's threads shared out between them."""
-    batch = q.shape[0]
-    ranges = backend.row_ranges(batch, parts)
-    if len(ranges) < 2:  # one image: splitting its heads measured no faster
-        return _chunked_attention(q, k, v, scale, mask)
-
-    def rows(x: mx.array | None, start: int, stop: int) -> mx.array | None:
-        if x is None or x.ndim != 4 or x.shape[0] != batch:  # broadcast over the batch
-            return x
-        return x[start:stop]
-
-    mx.eval([x for x in (q, k, v, mask) if x is not None])
-    outs = []
-    with backend.blas_threads(backend.threads_per_part(len(ranges))):
-        for (start, stop), stream in zip(ranges, backend.cpu_streams(len(ranges)), strict=True):
-            with mx.stream(stream):
-                qp, kp, vp = (rows(x, start, stop) for x in (q, k, v))
-                outs.append(_chunked_attention(qp, kp, vp, scale, rows(mask, start, stop)))
-        mx.eval(outs)
-    return mx.concatenate(outs)
 
 
 def _attention_forward(q, k, v, mask, scale):
