@@ -262,6 +262,28 @@ def test_update_runs_each_array_on_its_balanced_stream(cpu_streams):
         assert abs(max(load.values()) - min(load.values())) <= largest
 
 
+def test_split_step_queues_the_chunks_side_by_side(monkeypatch):
+    """The split step queues its chunks' graphs in step: both losses, then each parameter's
+    gradient of both chunks, last parameter first (the order the backward passes reach
+    them); the update is the same as without the queueing."""
+    model = tiny_captioner(dropout=0.0)
+    model.train()
+    opt, _ = build_optimizer(TrainOptimConfig(lr=1e-3), 10)
+    step = TrainStep(model, opt, compile=False, cpu_streams=2)
+    names = [k for k, _ in tree_flatten(model.trainable_parameters())]
+    queued = []
+    async_eval = mx.async_eval
+    monkeypatch.setattr(
+        mx, "async_eval", lambda arrays: queued.append(arrays) or async_eval(arrays)
+    )
+    step(*batch(n=4))
+    assert len(queued) == 1 + len(names)
+    assert all(len(arrays) == 2 for arrays in queued)  # one array from each chunk
+    assert [a.shape for a in queued[0]] == [(), ()]  # the losses
+    sizes = dict(tree_flatten(model.trainable_parameters()))
+    assert [q[0].shape for q in queued[1:]] == [sizes[k].shape for k in reversed(names)]
+
+
 def test_balanced_streams_deals_largest_first_to_the_lightest():
     a, b = "a", "b"  # any objects stand for streams
     assert balanced_streams([5, 1, 4, 2, 3], [a, b]) == [a, a, b, a, b]  # 8 against 7

@@ -293,6 +293,7 @@ class TrainStep:
                 chunks.append(
                     self._chunk_grads(images[i * size : (i + 1) * size], tokens[rows], n_global)
                 )
+        _queue_in_step(chunks)
         return self._apply(chunks, n_global)
 
     def __call__(self, images: mx.array, tokens: mx.array) -> StepOutput:
@@ -323,6 +324,21 @@ def resolve_cpu_streams(
     if backend.on_gpu() or grad_checkpoint or parts < 2 or images_per_process % parts:
         return 1
     return parts
+
+
+def _queue_in_step(chunks: list) -> None:
+    """Queue the streams' chunk graphs (``(grads, total, correct)`` each) for evaluation side by
+    side: the losses (the forward passes), then each parameter's gradient of every chunk, last
+    layer first, as the backward passes reach them.
+
+    Queued by the one ``eval`` of the step, MLX takes a whole chunk's backward pass before it
+    starts the other chunk's, and the streams take turns (both chunks' gradients at batch 250:
+    2.3 s in turn, 1.3 s side by side, 1.3 s for one alone).
+    """
+    mx.async_eval([chunk[1] for chunk in chunks])
+    leaves = [[g for _, g in tree_flatten(chunk[0])] for chunk in chunks]
+    for grads in reversed(list(zip(*leaves, strict=True))):
+        mx.async_eval(list(grads))
 
 
 def balanced_streams(sizes: Sequence[int], streams: Sequence[mx.Stream]) -> list[mx.Stream]:
