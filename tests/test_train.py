@@ -250,6 +250,9 @@ def test_update_runs_each_array_on_its_balanced_stream(cpu_streams):
     step(*batch(n=4))
     assert set(seen) == set(names.values())
     assert seen == step._leaf_streams
+    seen.clear()
+    step(*batch(n=4))  # the recording wrappers set on the instances are still there
+    assert seen == step._leaf_streams
     sizes = dict(tree_flatten(model.trainable_parameters()))
     load: dict = {}
     for name, stream in seen.items():

@@ -267,13 +267,17 @@ class TrainStep:
         """
         placed = {id(g): self._stream_of(name) for name, g in tree_flatten(grads)}
         optimizers = _leaf_optimizers(self.optimizer)
+        own = [vars(optimizer).get("apply_single") for optimizer in optimizers]
         for optimizer in optimizers:
             optimizer.apply_single = _placed(optimizer.apply_single, placed)
         try:
             self.optimizer.update(self.model, grads)
         finally:
-            for optimizer in optimizers:
-                del optimizer.apply_single
+            for optimizer, before in zip(optimizers, own, strict=True):
+                if before is None:
+                    del optimizer.apply_single
+                else:  # a wrapper someone set on the instance stays
+                    optimizer.apply_single = before
 
     def _all_sum(self, x: mx.array) -> mx.array:
         if not self.world.distributed:
