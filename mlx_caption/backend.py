@@ -171,9 +171,9 @@ def setup() -> BlasStatus:
     candidates = [choice] if choice else blas_candidates()
     errors = []
     # OpenBLAS's idle threads spin for 2**28 cycles (about 0.1 s) after each matmul before
-    # they sleep, holding a core that MLX's element-wise work on a second CPU stream needs
-    # (the attention core at inference, layers.attention.STREAM_SPLIT_MIN_KEYS). 2**20
-    # cycles is well under a millisecond: back-to-back matmuls still find them awake.
+    # they sleep, holding a core that MLX's work on a second CPU stream needs (split_eval's,
+    # the training step's). 2**20 cycles is well under a millisecond: back-to-back matmuls
+    # still find them awake.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
     for path in candidates:
         try:
