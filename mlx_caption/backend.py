@@ -321,20 +321,20 @@ def split_eval(
         mx.eval(out)
         return out
     step = parts * max(1, round(ROWS_PER_STREAM / max(1, tokens)))
-    outs = [
-        _split_slice(fn, [x[i : i + step] for x in batched], parts) for i in range(0, rows, step)
-    ]
+    outs = []  # every slice's parts in row order, joined once at the end
+    for i in range(0, rows, step):
+        outs += _split_slice(fn, [x[i : i + step] for x in batched], parts)
     if len(outs) == 1:
         return outs[0]
-    out = tree_map(lambda *slices: mx.concatenate(slices, axis=0), *outs)
+    out = tree_map(lambda *chunks: mx.concatenate(chunks, axis=0), *outs)
     mx.eval(out)
     return out
 
 
-def _split_slice(fn: Callable[..., Any], batched: list, parts: int) -> Any:
-    """One slice of :func:`split_eval`: its rows over ``parts`` streams, stages in step."""
+def _split_slice(fn: Callable[..., Any], batched: list, parts: int) -> list:
+    """One slice of :func:`split_eval`: its rows over ``parts`` streams, stages in step; the
+    parts' evaluated outputs in row order."""
     import mlx.core as mx
-    from mlx.utils import tree_map
 
     ranges = row_ranges(batched[0].shape[0], parts)
     outs, staged = [], []
@@ -356,9 +356,7 @@ def _split_slice(fn: Callable[..., Any], batched: list, parts: int) -> Any:
             mx.async_eval([marks[k] for marks in staged if k < len(marks)])
         staged.clear()
         mx.eval(outs)
-    out = tree_map(lambda *chunks: mx.concatenate(chunks, axis=0), *outs)
-    mx.eval(out)
-    return out
+    return outs
 
 
 def blas_in_use() -> list[str]:
