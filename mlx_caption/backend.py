@@ -256,6 +256,19 @@ def mark_stage(x: Any) -> None:
         stages.append(x)
 
 
+# While split_eval runs a function on one image: the CPU streams its encoder's blocks split
+# that image's tokens over (VisionEncoder.run_blocks).
+_TOKEN_STREAMS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "mlx_caption_token_streams", default=None
+)
+
+
+def token_streams() -> list | None:
+    """The CPU streams to split one image's tokens over, inside :func:`split_eval` on one
+    image; None anywhere else."""
+    return _TOKEN_STREAMS.get()
+
+
 def cpu_streams(count: int) -> list:
     """``count`` CPU streams (the default one first), created once and reused."""
     import mlx.core as mx
@@ -307,9 +320,13 @@ def split_eval(
     :data:`ROWS_PER_STREAM` token rows per stream. Stages that ``fn`` marks
     (:func:`mark_stage`: an encoder's blocks) are evaluated in step across the parts.
 
+    One image is split by its tokens instead, where that pays (many tokens for the width):
+    the encoder's blocks run each share of them on a stream (:func:`token_streams`,
+    ``models.layers.blocks.blocks_over_token_streams``), the rest of ``fn`` as it is.
+
     The outputs (an array or a tuple/list/dict of arrays) are concatenated back along axis 0.
     For inference: the result is evaluated here, and nothing may differentiate through it.
-    On a GPU, with one part or one row, it is ``fn`` evaluated.
+    On a GPU, or with one part, it is ``fn`` evaluated.
     """
     import mlx.core as mx
     from mlx.utils import tree_map
@@ -317,8 +334,13 @@ def split_eval(
     parts = default_parts() if parts is None else parts
     rows = batched[0].shape[0]
     if parts <= 1 or rows < 2 or on_gpu():
-        out = fn(*batched)
-        mx.eval(out)
+        split_tokens = parts > 1 and rows == 1 and not on_gpu()
+        token = _TOKEN_STREAMS.set(cpu_streams(parts) if split_tokens else None)
+        try:
+            out = fn(*batched)
+            mx.eval(out)
+        finally:
+            _TOKEN_STREAMS.reset(token)
         return out
     step = parts * max(1, round(ROWS_PER_STREAM / max(1, tokens)))
     outs = []  # every slice's parts in row order, joined once at the end

@@ -32,6 +32,7 @@ from mlx.utils import tree_flatten
 
 from mlx_caption import backend
 from mlx_caption.data.preprocess import PreprocessConfig, preprocess_config_from_hf
+from mlx_caption.models.layers.blocks import blocks_over_token_streams, worth_splitting_tokens
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,15 @@ class VisionEncoder(nn.Module):
         every block's output when ``output_hidden_states``."""
         hidden = [x] if output_hidden_states else None
         checkpoint = self.grad_checkpoint and self.training
+        streams = backend.token_streams()  # one image in split_eval: split its tokens?
+        if (
+            streams
+            and not self.training
+            and worth_splitting_tokens(x)
+            and all(hasattr(block, "finish") for block in self.layers)
+        ):
+            x = blocks_over_token_streams(self.layers, x, streams, hidden)
+            return x, tuple(hidden) if hidden is not None else None
         for layer in self.layers:
             x = checkpointed(layer, x) if checkpoint else layer(x)
             backend.mark_stage(x)

@@ -37,11 +37,18 @@ class BlipAttention(nn.Module):
         self.qkv = nn.Linear(dims, 3 * dims)
         self.projection = nn.Linear(dims, dims)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def project_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Queries, keys and values ``(B, H, L, hd)`` of ``x``."""
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
-        out = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], self.scale)
-        return self.projection(merge_heads(out))
+        return qkv[0], qkv[1], qkv[2]
+
+    def attend_heads(self, q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+        """``(B, L, dims)``: the queries attend over the keys/values, projected out."""
+        return self.projection(merge_heads(scaled_dot_product_attention(q, k, v, self.scale)))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.attend_heads(*self.project_qkv(x))
 
 
 class BlipEncoderLayer(PreNormBlock):

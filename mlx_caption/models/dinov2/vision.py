@@ -61,9 +61,17 @@ class Dinov2Layer(nn.Module):
         self.mlp = MLP(d, cfg.intermediate_size, cfg.hidden_act)
         self.layer_scale2 = LayerScale(d, cfg.layerscale_value)
 
-    def __call__(self, x: mx.array) -> mx.array:
-        x = x + self.layer_scale1(self.attention(self.norm1(x)))
+    def attention_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """The attention's queries, keys and values of these tokens (see PreNormBlock)."""
+        return self.attention.project_qkv(self.norm1(x))
+
+    def finish(self, x: mx.array, q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+        """The block's output for tokens ``x`` whose queries ``q`` attend over ``k``/``v``."""
+        x = x + self.layer_scale1(self.attention.attend_heads(q, k, v))
         return x + self.layer_scale2(self.mlp(self.norm2(x)))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.finish(x, *self.attention_qkv(x))
 
 
 class Dinov2Model(VisionEncoder):

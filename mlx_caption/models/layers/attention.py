@@ -297,6 +297,14 @@ class MultiHeadAttention(nn.Module):
         k, v = self.k_proj(source), self.v_proj(source)
         return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
 
+    def project_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Self-attention's queries, keys and values ``(B, H, L, hd)`` of ``x``."""
+        return (split_heads(self.q_proj(x), self.num_heads), *self.project_kv(x))
+
+    def attend_heads(self, q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+        """``(B, L, dims)``: the queries attend over the keys/values (no mask), projected out."""
+        return self.out_proj(merge_heads(scaled_dot_product_attention(q, k, v, self.scale)))
+
     def __call__(
         self,
         x: mx.array,

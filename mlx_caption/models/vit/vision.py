@@ -136,10 +136,18 @@ class ViTAttention(nn.Module):
         self.attention = SelfAttentionProjections(dims, qkv_bias)
         self.output = Dense(dims, dims)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def project_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Queries, keys and values ``(B, H, L, hd)`` of ``x``."""
         p = self.attention
         q, k, v = (split_heads(proj(x), self.num_heads) for proj in (p.query, p.key, p.value))
+        return q, k, v
+
+    def attend_heads(self, q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+        """``(B, L, dims)``: the queries attend over the keys/values, projected out."""
         return self.output.dense(merge_heads(scaled_dot_product_attention(q, k, v, self.scale)))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.attend_heads(*self.project_qkv(x))
 
 
 class ViTLayer(nn.Module):
@@ -156,10 +164,18 @@ class ViTLayer(nn.Module):
         self.intermediate = Dense(d, cfg.intermediate_size)
         self.output = Dense(cfg.intermediate_size, d)
 
-    def __call__(self, x: mx.array) -> mx.array:
-        x = x + self.attention(self.layernorm_before(x))
+    def attention_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """The attention's queries, keys and values of these tokens (see PreNormBlock)."""
+        return self.attention.project_qkv(self.layernorm_before(x))
+
+    def finish(self, x: mx.array, q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+        """The block's output for tokens ``x`` whose queries ``q`` attend over ``k``/``v``."""
+        x = x + self.attention.attend_heads(q, k, v)
         h = self.act(self.intermediate.dense(self.layernorm_after(x)))
         return x + self.output.dense(h)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.finish(x, *self.attention_qkv(x))
 
 
 class Encoder(nn.Module):
