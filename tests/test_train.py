@@ -379,6 +379,73 @@ def test_grad_checkpoint_lowers_peak_memory():
     assert ckpt < 0.95 * plain, (ckpt, plain)  # measured: 44 MB vs 52 MB
 
 
+def _wide_checkpointed_captioner():
+    """Most of its memory is weights (and so gradients): 6 blocks 128 wide with a 1,024-wide
+    MLP over 5 tokens an image."""
+    mx.random.seed(0)
+    vision = VisionConfig(
+        hidden_size=128, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=2,
+        image_size=16, patch_size=8,
+    )  # fmt: skip
+    decoder = DecoderConfig(
+        vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+        max_length=12,
+    )  # fmt: skip
+    model = Captioner(CaptionerConfig(vision=vision, decoder=decoder))
+    model.unfreeze_encoder()
+    model.encoder.grad_checkpoint = True
+    model.train()
+    return model
+
+
+def test_checkpointed_step_frees_each_gradient_once_applied(monkeypatch):
+    """With checkpointing and no clipping, each array's update is queued with its gradient's
+    square sum, last layer first: the step holds about one layer's gradient at a time instead
+    of all of them, with the same update. With clipping, or without checkpointing, the step
+    is evaluated whole."""
+    px, tok = batch(n=4)
+    grad_bytes = 4 * sum(
+        p.size for _, p in tree_flatten(_wide_checkpointed_captioner().trainable_parameters())
+    )
+
+    def one_step(early: bool):
+        model = _wide_checkpointed_captioner()
+        opt, _ = build_optimizer(TrainOptimConfig(lr=1e-3), 10)
+        step = TrainStep(model, opt, compile=False)
+        assert step._free_gradients_early
+        step._free_gradients_early = early
+        step(px, tok)
+        gc.collect()
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        live = mx.get_active_memory()
+        out = step(px, tok)
+        peak = mx.get_peak_memory() - live
+        return peak, out, dict(tree_flatten(model.trainable_parameters()))
+
+    held, out_held, params_held = one_step(False)
+    freed, out_freed, params_freed = one_step(True)
+    assert held - freed > 0.5 * grad_bytes, (held, freed, grad_bytes)
+    assert out_freed.grad_norm == pytest.approx(out_held.grad_norm, rel=1e-5)
+    for name, value in params_held.items():
+        np.testing.assert_allclose(np.array(params_freed[name]), np.array(value), atol=1e-6)
+
+    queued = []
+    async_eval = mx.async_eval
+    monkeypatch.setattr(
+        mx, "async_eval", lambda *arrays: queued.append(arrays) or async_eval(*arrays)
+    )
+    model = _wide_checkpointed_captioner()
+    opt, _ = build_optimizer(TrainOptimConfig(lr=1e-3), 10)
+    TrainStep(model, opt)(px, tok)
+    trainable = tree_flatten(model.trainable_parameters())
+    assert [a.shape for a, _ in queued] == [p.shape for _, p in reversed(trainable)]
+    assert all(square.shape == () for _, square in queued)
+    assert not TrainStep(model, opt, grad_clip=1.0)._free_gradients_early
+    model.encoder.grad_checkpoint = False
+    assert not TrainStep(model, opt)._free_gradients_early
+
+
 def test_frozen_and_last_n_blocks():
     # Frozen: the step takes cached grids; the encoder is bit-identical afterwards.
     model = tiny_captioner()

