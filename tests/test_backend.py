@@ -54,6 +54,50 @@ def test_blas_threads_sets_and_restores_the_thread_count():
     assert backend.blas_thread_count() == before
 
 
+# Which library the global symbol scope gives a symbol to: what a library that looks a BLAS
+# function up there (torch's sgemm_, MLX's cblas_sgemm) binds to.
+_OWNERS = """
+import ctypes, json, sys
+import mlx_caption
+from mlx_caption import backend
+import torch, mlx.core as mx
+
+class DlInfo(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+scope = ctypes.CDLL(None)
+def owner(symbol):
+    info = DlInfo()
+    scope.dladdr(ctypes.cast(getattr(scope, symbol), ctypes.c_void_p), ctypes.byref(info))
+    return info.fname.decode()
+
+a = torch.ones(64, 64)
+print(json.dumps({"sgemm_": owner("sgemm_"), "cblas_sgemm": owner("cblas_sgemm"),
+                  "loaded": backend.status().loaded, "kept": backend.status().torch_blas_kept,
+                  "torch": float((a @ a)[0, 0]), "mlx": (mx.ones((64, 64)) @ mx.ones((64, 64)))[0, 0].item()}))
+"""
+
+
+def test_torch_imported_after_keeps_its_own_blas():
+    """torch imported after mlx_caption still finds its own sgemm_ (MKL, inside libtorch_cpu)
+    first, while MLX's cblas_sgemm is the optimized BLAS mlx_caption loaded: with OpenBLAS
+    first in the global scope, torch ran on it, 1.5-2.3x slower."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("torch") is None or not backend.status().loaded:
+        pytest.skip("needs torch and an optimized BLAS")
+    out = subprocess.run(
+        [sys.executable, "-c", _OWNERS], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["kept"] and found["kept"].endswith("libtorch_cpu.so")
+    assert found["sgemm_"].endswith("libtorch_cpu.so"), found
+    assert found["cblas_sgemm"] == found["loaded"], found
+    assert found["torch"] == found["mlx"] == 64.0
+
+
 def test_split_eval_equals_one_stream():
     import mlx.core as mx
 

@@ -119,8 +119,9 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- device: {sysinfo.get('device')} · CPU: {sysinfo.get('cpu_model')} "
         f"({sysinfo.get('cpu_count')} cores) · {sysinfo.get('platform')}",
         f"- MLX {v.get('mlx')} · torch {v.get('torch')} · transformers {v.get('transformers')}",
-        f"- BLAS for MLX: {blas.get('loaded') or blas.get('reason')} · malloc (both sides, one "
-        f"process): {sysinfo.get('malloc', 'glibc defaults')}",
+        f"- BLAS for MLX: {blas.get('loaded') or blas.get('reason')} · torch's BLAS: "
+        f"{'its own (libtorch_cpu loaded first)' if blas.get('torch_own') else 'not checked'}"
+        f" · malloc (both sides, one process): {sysinfo.get('malloc', 'glibc defaults')}",
         f"- threads: torch {sysinfo.get('threads', {}).get('torch')}; "
         f"load average at start {sysinfo.get('load_average')}, at end {results.get('load_end')}",
         "",

@@ -83,6 +83,7 @@ def system_info() -> dict[str, Any]:
             "loaded": status.loaded,
             "reason": status.reason,
             "in_use": backend.blas_in_use(),
+            "torch_own": status.torch_blas_kept,
         },
         "malloc": backend.malloc_status(),
         "threads": {

@@ -58,6 +58,7 @@ def collect(matmul_size: int = 1024) -> dict[str, Any]:
             "loaded_by_mlx_caption": blas.loaded,
             "reason": blas.reason,
             "libraries_mapped": backend.blas_in_use(),
+            "torch_keeps_own_blas": blas.torch_blas_kept,
             "override": os.environ.get(backend.ENV_VAR),
         },
         "malloc": backend.malloc_status(),
