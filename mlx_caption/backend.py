@@ -30,6 +30,7 @@ import os
 import platform
 import sys
 import sysconfig
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -276,7 +277,9 @@ def blas_threads(n: int):
         put(before)
 
 
-_STREAMS: list = []
+# Each thread's CPU streams: MLX's streams belong to the thread that made them (a stream
+# made on one thread is unknown on another: the web page captions on streamlit's threads).
+_STREAMS = threading.local()
 
 # While split_eval builds its parts' graphs: the stage ends each part marks (mark_stage).
 _STAGES: contextvars.ContextVar[list | None] = contextvars.ContextVar(
@@ -307,14 +310,15 @@ def token_streams() -> list | None:
 
 
 def cpu_streams(count: int) -> list:
-    """``count`` CPU streams (the default one first), created once and reused."""
+    """``count`` CPU streams (the default one first), created once per thread and reused."""
     import mlx.core as mx
 
-    if not _STREAMS:
-        _STREAMS.append(mx.default_stream(mx.cpu))
-    while len(_STREAMS) < count:
-        _STREAMS.append(mx.new_stream(mx.cpu))
-    return _STREAMS[:count]
+    streams = getattr(_STREAMS, "streams", None)
+    if streams is None:
+        streams = _STREAMS.streams = [mx.default_stream(mx.cpu)]
+    while len(streams) < count:
+        streams.append(mx.new_stream(mx.cpu))
+    return streams[:count]
 
 
 def default_parts() -> int:

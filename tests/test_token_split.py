@@ -122,3 +122,28 @@ def test_training_never_splits_tokens(monkeypatch):
     finally:
         backend._TOKEN_STREAMS.reset(token)
     assert calls == []
+
+
+def test_split_eval_runs_on_any_thread():
+    """MLX's streams belong to the thread that made them: split_eval on another thread (the
+    web page captions on streamlit's) uses that thread's own, after the main thread's exist."""
+    import threading
+
+    model = _model("dinov2")
+    pixels = mx.random.normal((2, 32, 32, 3), key=mx.random.key(0))
+    encode = lambda p: model(p).last_hidden_state  # noqa: E731
+    here = [backend.split_eval(encode, pixels[:n], parts=2) for n in (1, 2)]
+    there, errors = [], []
+
+    def work():
+        try:
+            there.extend(backend.split_eval(encode, pixels[:n], parts=2) for n in (1, 2))
+        except Exception as err:  # reported below, with the thread's error
+            errors.append(err)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    for a, b in zip(there, here, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
