@@ -26,6 +26,7 @@ from mlx_caption.models.base import CaptionerParts
 from mlx_caption.models.clip import CLIPVisionConfig
 from mlx_caption.models.decoder import DecoderConfig, TextDecoder
 from mlx_caption.models.layers import gelu_tanh
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.registry import build_encoder, encoder_config_from_dict
 
@@ -76,9 +77,9 @@ class Projector(nn.Module):
             raise ValueError(f"unknown projector {kind!r}; choose one of {', '.join(PROJECTORS)}")
         self.kind = kind
         self.norm = LayerNorm(in_dims)
-        self.fc1 = nn.Linear(in_dims, out_dims)
+        self.fc1 = Linear(in_dims, out_dims)
         if kind == "mlp":
-            self.fc2 = nn.Linear(out_dims, out_dims)
+            self.fc2 = Linear(out_dims, out_dims)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.fc1(self.norm(x))

@@ -24,6 +24,7 @@ from mlx_caption.models.layers import (
     combine_masks,
     key_padding_mask,
 )
+from mlx_caption.models.layers.linear import Linear, linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.tokens import CAPTION_TOKENS, SpecialTokens
 
@@ -123,7 +124,7 @@ class TextDecoder(nn.Module):
         if cfg.tie_embeddings:
             self.output_bias = mx.zeros((cfg.vocab_size,))
         else:
-            self.lm_head = nn.Linear(d, cfg.vocab_size)
+            self.lm_head = Linear(d, cfg.vocab_size)
 
     special_tokens: SpecialTokens = CAPTION_TOKENS
     default_early_stopping = True
@@ -199,7 +200,7 @@ class TextDecoder(nn.Module):
         """
         flat = hidden.reshape(-1, hidden.shape[-1])
         if self.config.tie_embeddings:
-            out = mx.addmm(self.output_bias, flat, self.embed_tokens.weight.T)
+            out = linear(flat, self.embed_tokens.weight, self.output_bias)
         else:
             out = self.lm_head(flat)
         return out.reshape(*hidden.shape[:-1], out.shape[-1])

@@ -25,6 +25,7 @@ from mlx_caption.models.layers import (
     BertSelfAttention,
     KVCache,
 )
+from mlx_caption.models.layers.linear import Linear, linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.tokens import SpecialTokens
 
@@ -71,7 +72,7 @@ class BlipTextModel(nn.Module):
 class BlipTextPredictionHeadTransform(nn.Module):
     def __init__(self, cfg: BlipTextConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = ACTIVATIONS[cfg.hidden_act]
         self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
@@ -88,7 +89,7 @@ class BlipTextLMPredictionHead(nn.Module):
         self.bias = mx.zeros((cfg.vocab_size,))
 
     def __call__(self, x: mx.array, embeddings: nn.Embedding) -> mx.array:
-        return embeddings.as_linear(self.transform(x)) + self.bias
+        return linear(self.transform(x), embeddings.weight, self.bias)
 
 
 class BlipTextOnlyMLMHead(nn.Module):

@@ -22,6 +22,7 @@ from mlx_caption.models.layers import (
     resize_positions,
     scaled_dot_product_attention,
 )
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 
 
@@ -34,8 +35,8 @@ class BlipAttention(nn.Module):
             raise ValueError(f"width {dims} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.scale = 1.0 / math.sqrt(dims // num_heads)
-        self.qkv = nn.Linear(dims, 3 * dims)
-        self.projection = nn.Linear(dims, dims)
+        self.qkv = Linear(dims, 3 * dims)
+        self.projection = Linear(dims, dims)
 
     def project_qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         """Queries, keys and values ``(B, H, L, hd)`` of ``x``."""

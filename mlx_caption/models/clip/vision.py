@@ -24,6 +24,7 @@ from mlx_caption.models.layers import (
     resize_positions,
     sincos_position_embedding,
 )
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 
 PATCH_KEY = "embeddings.patch_embedding.weight"
@@ -81,7 +82,7 @@ class CLIPVisionModel(VisionEncoder):
         self.encoder = Encoder(cfg)
         self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         if cfg.projection_dim:
-            self.visual_projection = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
+            self.visual_projection = Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
 
     @property
     def never_trained(self) -> list[str]:

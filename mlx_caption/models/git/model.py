@@ -13,6 +13,7 @@ from mlx_caption.models.git.config import GitConfig
 from mlx_caption.models.git.text import GitDecoderLayer, GitEncoder, ImageKV
 from mlx_caption.models.git.vision import GitProjection, GitVisionModel, GitVisionTransformer
 from mlx_caption.models.layers import BertEmbeddings, KVCache, causal_mask
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.tokens import SpecialTokens
 
 PATCH_KEY = "git.image_encoder.vision_model.embeddings.patch_embedding.weight"
@@ -45,7 +46,7 @@ class GitForCausalLM(CaptionerParts):
         super().__init__()
         self.config = cfg
         self.git = GitModel(cfg)
-        self.output = nn.Linear(cfg.text.hidden_size, cfg.text.vocab_size)
+        self.output = Linear(cfg.text.hidden_size, cfg.text.vocab_size)
         # The generation protocol's constants. Captions start with [CLS] and end with [SEP];
         # transformers suppresses no token when GIT generates, and neither do we.
         text = cfg.text

@@ -14,6 +14,7 @@ import mlx.nn as nn
 from mlx_caption.models.base import VisionOutput
 from mlx_caption.models.clip.vision import CLIPVisionModel
 from mlx_caption.models.git.config import GitConfig, GitVisionConfig
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 
 
@@ -47,7 +48,7 @@ class GitProjection(nn.Module):
         super().__init__()
         d = cfg.text.hidden_size
         self.visual_projection = [
-            nn.Linear(cfg.vision.hidden_size, d),
+            Linear(cfg.vision.hidden_size, d),
             LayerNorm(d, eps=cfg.vision.layer_norm_eps),
         ]
 

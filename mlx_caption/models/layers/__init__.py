@@ -1,5 +1,5 @@
 """Layers every model family shares: attention and its KV cache, the MLP, the pre-LN block,
-BERT's post-LN pieces, LayerNorm, activations, patch stems and position embeddings. A family folder
+BERT's post-LN pieces, Linear, LayerNorm, activations, patch stems and position embeddings. A family folder
 builds its modules from these."""
 
 from mlx_caption.models.layers.activations import ACTIVATIONS, gelu_tanh, softmax
@@ -24,6 +24,7 @@ from mlx_caption.models.layers.bert import (
     BertSelfAttention,
 )
 from mlx_caption.models.layers.blocks import PreNormBlock
+from mlx_caption.models.layers.linear import Linear, linear
 from mlx_caption.models.layers.mlp import MLP, activation
 from mlx_caption.models.layers.norm import LayerNorm, layer_norm
 from mlx_caption.models.layers.positions import (
@@ -47,6 +48,7 @@ __all__ = [
     "ConvStem",
     "KVCache",
     "LayerNorm",
+    "Linear",
     "MultiHeadAttention",
     "PatchEmbedding",
     "PreNormBlock",
@@ -59,6 +61,7 @@ __all__ = [
     "gelu_tanh",
     "key_padding_mask",
     "layer_norm",
+    "linear",
     "merge_heads",
     "resize_grid",
     "resize_positions",

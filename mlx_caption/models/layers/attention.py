@@ -27,6 +27,7 @@ import mlx.nn as nn
 
 from mlx_caption import backend
 from mlx_caption.models.layers.activations import softmax, softmax_numerators
+from mlx_caption.models.layers.linear import Linear
 
 
 def causal_mask(
@@ -283,10 +284,10 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dims // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
-        self.q_proj = nn.Linear(dims, dims, bias=bias)
-        self.k_proj = nn.Linear(kv_dims, dims, bias=bias and key_bias)
-        self.v_proj = nn.Linear(kv_dims, dims, bias=bias)
-        self.out_proj = nn.Linear(dims, dims, bias=bias)
+        self.q_proj = Linear(dims, dims, bias=bias)
+        self.k_proj = Linear(kv_dims, dims, bias=bias and key_bias)
+        self.v_proj = Linear(kv_dims, dims, bias=bias)
+        self.out_proj = Linear(dims, dims, bias=bias)
 
     def project_kv(self, source: mx.array) -> tuple[mx.array, mx.array]:
         """Keys and values ``(B, H, S, hd)`` of a ``(B, S, kv_dims)`` source.

@@ -15,6 +15,7 @@ import mlx.nn as nn
 
 from mlx_caption.models.layers.activations import ACTIVATIONS
 from mlx_caption.models.layers.attention import KVCache, attend, merge_heads, split_heads
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 
 
@@ -59,9 +60,9 @@ class BertSelfAttention(nn.Module):
             raise ValueError(f"width {dims} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.scale = 1.0 / math.sqrt(dims // num_heads)
-        self.query = nn.Linear(dims, dims)
-        self.key = nn.Linear(kv_dims, dims)
-        self.value = nn.Linear(kv_dims, dims)
+        self.query = Linear(dims, dims)
+        self.key = Linear(kv_dims, dims)
+        self.value = Linear(kv_dims, dims)
 
     def project_kv(self, source: mx.array) -> tuple[mx.array, mx.array]:
         """Keys and values ``(B, H, S, hd)`` of a ``(B, S, kv_dims)`` source."""
@@ -120,7 +121,7 @@ class BertIntermediate(nn.Module):
 
     def __init__(self, cfg: BertTextConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense = Linear(cfg.hidden_size, cfg.intermediate_size)
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -132,7 +133,7 @@ class BertOutput(nn.Module):
 
     def __init__(self, in_dims: int, dims: int, eps: float, dropout: float):
         super().__init__()
-        self.dense = nn.Linear(in_dims, dims)
+        self.dense = Linear(in_dims, dims)
         self.LayerNorm = LayerNorm(dims, eps=eps)
         self.dropout = nn.Dropout(dropout)
 

@@ -8,6 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.layers.activations import ACTIVATIONS
+from mlx_caption.models.layers.linear import Linear
 
 
 def activation(name: str) -> Callable[[mx.array], mx.array]:
@@ -24,8 +25,8 @@ class MLP(nn.Module):
     def __init__(self, dims: int, hidden: int, act: str = "gelu"):
         super().__init__()
         self.act = activation(act)
-        self.fc1 = nn.Linear(dims, hidden)
-        self.fc2 = nn.Linear(hidden, dims)
+        self.fc1 = Linear(dims, hidden)
+        self.fc2 = Linear(hidden, dims)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.fc2(self.act(self.fc1(x)))

@@ -8,6 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption.models.layers.conv import conv3x3_stride2
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 
 
@@ -75,7 +76,7 @@ class ConvStem(nn.Module):
         widths = [max(16, dim >> (depth - 1 - i)) for i in range(depth)]
         ins = [channels, *widths[:-1]]
         self.convs = [Conv3x3Stride2(a, b) for a, b in zip(ins, widths, strict=True)]
-        self.proj = nn.Linear(widths[-1], dim)
+        self.proj = Linear(widths[-1], dim)
         self.norm = LayerNorm(dim)
 
     def __call__(self, x: mx.array) -> mx.array:

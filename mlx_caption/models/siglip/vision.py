@@ -25,6 +25,7 @@ from mlx_caption.models.layers import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.siglip.config import SiglipVisionConfig
 
@@ -59,7 +60,7 @@ class PackedAttention(nn.Module):
         self.scale = (dims // num_heads) ** -0.5
         self.in_proj_weight = mx.zeros((3 * dims, dims))
         self.in_proj_bias = mx.zeros((3 * dims,))
-        self.out_proj = nn.Linear(dims, dims)
+        self.out_proj = Linear(dims, dims)
 
     def __call__(self, queries: mx.array, source: mx.array) -> mx.array:
         d = queries.shape[-1]

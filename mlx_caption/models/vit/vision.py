@@ -28,6 +28,7 @@ from mlx_caption.models.layers import (
     scaled_dot_product_attention,
     split_heads,
 )
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.vit.config import ViTConfig
 
@@ -70,7 +71,7 @@ class Dense(nn.Module):
 
     def __init__(self, in_dims: int, out_dims: int):
         super().__init__()
-        self.dense = nn.Linear(in_dims, out_dims)
+        self.dense = Linear(in_dims, out_dims)
 
 
 class PatchProjection(nn.Module):
@@ -119,9 +120,9 @@ class SelfAttentionProjections(nn.Module):
 
     def __init__(self, dims: int, bias: bool):
         super().__init__()
-        self.query = nn.Linear(dims, dims, bias=bias)
-        self.key = nn.Linear(dims, dims, bias=bias)
-        self.value = nn.Linear(dims, dims, bias=bias)
+        self.query = Linear(dims, dims, bias=bias)
+        self.key = Linear(dims, dims, bias=bias)
+        self.value = Linear(dims, dims, bias=bias)
 
 
 class ViTAttention(nn.Module):

@@ -17,6 +17,7 @@ from mlx_caption.models.base import PretrainedCaptionerConfig
 from mlx_caption.models.cross_decoder import CrossAttentionDecoder
 from mlx_caption.models.layers import KVCache, activation, attend, merge_heads
 from mlx_caption.models.layers import split_heads as heads
+from mlx_caption.models.layers.linear import Linear, linear
 from mlx_caption.models.layers.norm import LayerNorm
 from mlx_caption.models.vit_gpt2.config import GPT2Config
 from mlx_caption.tokens import SpecialTokens
@@ -42,9 +43,9 @@ class GPT2Attention(nn.Module):
         self.scale = attention_scale(cfg, layer_idx)
         self.upcast = cfg.reorder_and_upcast_attn
         if cross:
-            self.q_attn = nn.Linear(d, d)
-        self.c_attn = nn.Linear(d, (2 if cross else 3) * d)
-        self.c_proj = nn.Linear(d, d)
+            self.q_attn = Linear(d, d)
+        self.c_attn = Linear(d, (2 if cross else 3) * d)
+        self.c_proj = Linear(d, d)
         self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
 
     def project_kv(self, source: mx.array) -> tuple[mx.array, mx.array]:
@@ -88,8 +89,8 @@ class GPT2MLP(nn.Module):
 
     def __init__(self, cfg: GPT2Config):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, cfg.inner_size)
-        self.c_proj = nn.Linear(cfg.inner_size, cfg.n_embd)
+        self.c_fc = Linear(cfg.n_embd, cfg.inner_size)
+        self.c_proj = Linear(cfg.inner_size, cfg.n_embd)
         self.act = activation(cfg.activation_function)
         self.dropout = nn.Dropout(cfg.resid_pdrop)
 
@@ -176,4 +177,4 @@ class GPT2LMHeadModel(CrossAttentionDecoder):
         return t.drop(t.wte(tokens) + t.wpe(mx.arange(tokens.shape[1]) + offset))
 
     def head(self, x: mx.array) -> mx.array:
-        return self.transformer.wte.as_linear(self.transformer.ln_f(x))
+        return linear(self.transformer.ln_f(x), self.transformer.wte.weight)

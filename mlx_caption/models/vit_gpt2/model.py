@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 
 from mlx_caption.models.base import CaptionerParts
+from mlx_caption.models.layers.linear import Linear
 from mlx_caption.models.vit import ViTModel
 from mlx_caption.models.vit_gpt2.config import VitGpt2Config
 from mlx_caption.models.vit_gpt2.gpt2 import GPT2LMHeadModel
@@ -45,7 +45,7 @@ class VisionEncoderDecoderModel(CaptionerParts):
         self.config = cfg
         self.encoder = ViTModel(cfg.vision)
         if cfg.projects:
-            self.enc_to_dec_proj = nn.Linear(cfg.vision.hidden_size, cfg.text.n_embd)
+            self.enc_to_dec_proj = Linear(cfg.vision.hidden_size, cfg.text.n_embd)
         self.decoder = GPT2LMHeadModel(cfg.text, cfg)
 
     def encode_features(self, pixels: mx.array) -> mx.array:
