@@ -7,7 +7,7 @@ come from the vectorised polynomial of :mod:`~mlx_caption.models.layers.activati
 (the softmax's), and the gradient is written out, ``softmax(x) - target distribution``,
 built from the forward pass's exponentials and row sums instead of differentiating the
 polynomial. The row maximum of the forward pass also gives the token accuracy, so nothing
-else reads the logits again.
+else reads the logits again. The row sums are matmuls (:mod:`~mlx_caption.models.layers.reductions`).
 
 ``streams`` splits the rows over several CPU streams: MLX's element-wise CPU kernels run on
 one thread each, so two streams keep two cores busy through the loss (forward and backward).
@@ -23,6 +23,7 @@ import mlx.nn as nn
 
 from mlx_caption import backend
 from mlx_caption.models.layers.activations import softmax_numerators
+from mlx_caption.models.layers.reductions import row_mean, row_sum
 
 
 def cross_entropy(
@@ -85,11 +86,11 @@ def _row_cross_entropy(label_smoothing: float, stream: mx.Stream | None):
     def row_loss(logits: mx.array, targets: mx.array):
         row_max = mx.max(logits, axis=-1, keepdims=True)
         exps = softmax_numerators(logits, row_max)
-        sums = mx.sum(exps, axis=-1, keepdims=True)
+        sums = row_sum(exps)
         picked = mx.take_along_axis(logits, targets[:, None], axis=-1)
         loss = row_max + mx.log(sums) - keep * picked
         if label_smoothing:
-            loss = loss - label_smoothing * mx.mean(logits, axis=-1, keepdims=True)
+            loss = loss - label_smoothing * row_mean(logits)
         correct = (picked >= row_max).astype(mx.float32)
         return loss[:, 0], correct[:, 0], exps, sums
 

@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_caption import backend
+from mlx_caption.models.layers.reductions import column_sum, row_mean
 
 
 @mx.compile
@@ -47,17 +48,6 @@ def _input_grad(
     return rstd * (g - g_mean - x_hat * gx_mean)
 
 
-def _row_mean(x: mx.array) -> mx.array:
-    """Mean over the last axis, keepdims, as a matmul (BLAS reads the rows fast)."""
-    return x @ mx.full((x.shape[-1], 1), 1.0 / x.shape[-1], x.dtype)
-
-
-def _column_sum(x: mx.array) -> mx.array:
-    """Sum over every axis but the last, as a matmul."""
-    rows = x.reshape(-1, x.shape[-1])
-    return (mx.ones((1, rows.shape[0]), x.dtype) @ rows)[0]
-
-
 @functools.cache
 def _cpu_layer_norm(eps: float):
     """The float32 CPU LayerNorm ``(x, weight, bias) -> y`` with its gradient written out.
@@ -69,8 +59,8 @@ def _cpu_layer_norm(eps: float):
 
     @mx.custom_function
     def layer_norm(x: mx.array, weight: mx.array, bias: mx.array):
-        centred, squares = _center(x, _row_mean(x))
-        x_hat, rstd = _normalize(centred, _row_mean(squares), eps_array)
+        centred, squares = _center(x, row_mean(x))
+        x_hat, rstd = _normalize(centred, row_mean(squares), eps_array)
         return _affine(x_hat, weight, bias), x_hat, rstd
 
     @layer_norm.vjp
@@ -79,9 +69,9 @@ def _cpu_layer_norm(eps: float):
         dy = cotangents[0]
         x_hat, rstd = outputs[1], outputs[2]
         g = dy * weight
-        dx = _input_grad(g, x_hat, rstd, _row_mean(g), _row_mean(g * x_hat))
+        dx = _input_grad(g, x_hat, rstd, row_mean(g), row_mean(g * x_hat))
         # Only what is asked for is evaluated: frozen inputs never build dx.
-        return dx, _column_sum(dy * x_hat), _column_sum(dy)
+        return dx, column_sum(dy * x_hat), column_sum(dy)
 
     return layer_norm
 
