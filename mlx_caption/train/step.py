@@ -203,7 +203,7 @@ class TrainStep:
         def summed_apply(chunks, n_global):
             grads, totals, corrects = zip(*chunks, strict=True)
             grads = self._per_leaf(lambda *g: _add(g), *grads)
-            return (*apply(grads, _add(totals), _add(corrects), n_global)[:4], [])
+            return apply(grads, _add(totals), _add(corrects), n_global)[:4]
 
         # Checkpointing asks to save memory; without clipping (which needs every gradient
         # before the first update) each gradient can then be freed once applied.
@@ -332,7 +332,7 @@ class TrainStep:
             mx.eval(loss, acc, norm, count, self.state)
         else:
             with backend.blas_threads(self._blas_threads):
-                loss, acc, norm, count, _ = self._split_step(images, tokens)
+                loss, acc, norm, count = self._split_step(images, tokens)
                 mx.eval(loss, acc, norm, count, self.state)
         return StepOutput(loss.item(), acc.item(), norm.item(), int(count.item()))
 
