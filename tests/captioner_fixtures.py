@@ -540,10 +540,11 @@ BLIP = CaptionerFamily(
     encoder_blocks="vision_model.",
     decoder_parts=("text_decoder.",),
     learns={"finetune": (2e-3, 2e-3)},
-    # Blind 0.076; the 400-step run reads 0.180 with mx.fast.layer_norm and 0.172 with the
-    # library's LayerNorm (same losses to 2 decimals: float rounding moves this 40-image pair
-    # F1 by ~0.01), so the bar sits below both. Not learning stays near blind.
-    pair_f1_over_blind=(1.0, 0.08),
+    # Blind 0.076. The 400-step run's 40-image pair F1 moves with float rounding far more than
+    # its loss: scaling the loss's row sums by 1 +- 2e-7, or summing them by matmul, gave
+    # 0.122, 0.125, 0.154, 0.183 and 0.189 (CIDEr 0.96-1.38, against 0.52 blind). The bar sits
+    # below all of them; not learning stays at blind.
+    pair_f1_over_blind=(1.0, 0.03),
 )
 
 GIT = CaptionerFamily(
