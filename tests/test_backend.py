@@ -143,10 +143,18 @@ def test_split_eval_queues_marked_stages_in_step_and_slices_by_tokens(monkeypatc
     monkeypatch.setattr(backend, "ROWS_PER_STREAM", 6)  # 6 // 3 tokens: 2 rows a stream
     out = backend.split_eval(blocks, x, parts=2, tokens=3)
     np.testing.assert_allclose(np.array(out), np.array(blocks(x)), atol=1e-5)
-    # 10 rows in slices of 4 (2 streams x 2 rows), 4 and 2: each slice queues its 3 stages,
-    # every stage over both parts (the last slice's 2 rows: one row a part).
+    # 10 rows in slices of at most 4 (2 streams x 2 rows), near-equal: 3, 3 and 4 (not 4, 4
+    # and 2). Each slice queues its 3 stages, every stage over both parts.
     assert [len(stage) for stage in queued] == [2] * 9
-    assert [stage[0].shape[0] for stage in queued] == [2] * 6 + [1] * 3
+    sizes = [[part.shape[0] for part in stage] for stage in queued]
+    assert sizes == [[1, 2]] * 6 + [[2, 2]] * 3
+    # 32 rows of 10-row slices: four of 8, four rows a stream each.
+    queued.clear()
+    monkeypatch.setattr(backend, "ROWS_PER_STREAM", 15)  # 15 // 3 tokens: 5 rows a stream
+    x32 = mx.random.normal((32, 3, 8), key=mx.random.key(2))
+    out = backend.split_eval(blocks, x32, parts=2, tokens=3)
+    assert [[part.shape[0] for part in stage] for stage in queued] == [[4, 4]] * 12
+    np.testing.assert_allclose(np.array(out), np.array(blocks(x32)), atol=1e-5)
     # The whole batch in one slice when tokens are few: the same values.
     queued.clear()
     out = backend.split_eval(blocks, x, parts=2)
