@@ -7,7 +7,8 @@ come from the vectorised polynomial of :mod:`~mlx_caption.models.layers.activati
 (the softmax's), and the gradient is written out, ``softmax(x) - target distribution``,
 built from the forward pass's exponentials and row sums instead of differentiating the
 polynomial. The row maximum of the forward pass also gives the token accuracy, so nothing
-else reads the logits again. The row sums are matmuls (:mod:`~mlx_caption.models.layers.reductions`).
+else reads the logits again. The row sums are matmuls
+(:mod:`~mlx_caption.models.layers.reductions`).
 
 ``streams`` splits the rows over several CPU streams: MLX's element-wise CPU kernels run on
 one thread each, so two streams keep two cores busy through the loss (forward and backward).
