@@ -88,19 +88,31 @@ def test_measure_interleaved_min_seconds_adds_rounds():
 
 def test_goals_from_results():
     res = {
-        "encoder": {"ratio": 1.5, "mlx_peak_fraction": 0.4, "peak_row": {"mlx_peak_fraction": 0.8}},
+        "encoder": {
+            "ratio": 1.5,
+            "ratio_ceiling": 1.6,
+            "min_ratio": 0.9,
+            "min_ratio_ceiling": 1.1,
+            "mlx_peak_fraction": 0.4,
+            "peak_row": {"mlx_peak_fraction": 0.8},
+        },  # fmt: skip
         "decode": {"kv_cache_speedup": 3.2},
         "train": {"compile_speedup": float("nan")},
         "memory": {"fractions": {"16": 0.7, "32": 0.55}},
     }
     by_key = {g["key"]: g for g in report.goals(res)}
     assert by_key["encoder.ratio"]["met"] is True
+    # A ceiling below the target says the goal is out of reach on this machine.
+    assert (by_key["encoder.ratio"]["ceiling"], by_key["encoder.ratio"]["reachable"]) == (1.6, True)
+    low = by_key["encoder.min_ratio"]
+    assert (low["met"], low["ceiling"], low["reachable"]) == (False, 1.1, False)
+    assert "ceiling" not in by_key["e2e.ratio"]
     assert by_key["encoder.mlx_peak_fraction"]["met"] is False
     assert by_key["encoder.peak_row.mlx_peak_fraction"]["met"] is True
     assert by_key["decode.kv_cache_speedup"]["met"] is True
     assert by_key["train.compile_speedup"]["met"] is None
     assert by_key["e2e.ratio"]["value"] is None
-    # Memory goals are ceilings.
+    # Memory targets are upper bounds.
     assert by_key["memory.fractions.16"]["met"] is False
     assert by_key["memory.fractions.32"]["met"] is True
     assert by_key["demo.min_pair_score"]["met"] is None
@@ -129,6 +141,9 @@ def test_tiny_suite_structure(tiny_run):
     assert rows[0]["gflop_per_image"] == pytest.approx(vit_flops(TINY) / 1e9)
     assert res["encoder"]["half"][0]["skipped"]  # CPU: half precision is skipped with a note
     assert res["encoder"]["min_ratio"] == min(r["ratio"] for r in rows)
+    for r in rows:  # the ratio at MLX's matmul peak: torch's share of that peak, inverted
+        assert r["ratio_ceiling"] == pytest.approx(1 / r["bridge_peak_fraction"])
+    assert res["encoder"]["min_ratio_ceiling"] == min(r["ratio_ceiling"] for r in rows)
     assert res["encoder"]["peak_row"]["batch"] == 2
     assert res["e2e"]["ratio"] > 0 and res["e2e"]["same_captions"] is True
     cap = res["captioners"]
@@ -193,6 +208,8 @@ def test_tiny_suite_files(tiny_run):
     ):
         assert heading in md
     assert "## Where the time goes" in md and "MLP activation" in md
+    lowest = next(line for line in md.splitlines() if line.startswith("| encoder MLX / torch, low"))
+    assert lowest.endswith(f"| {report._f(res['encoder']['min_ratio_ceiling'])} |")
     for png in ("bench_tiny.png", "bench_tiny_profile.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000

@@ -177,6 +177,7 @@ class _Run:
             half.append(enc.bench_half(name, max(batches), cfg=shape_cfg, bridge=self.bridge))
         head = _find_row(rows, *cfg.headline)
         ratios = [r["ratio"] for r in rows if "ratio" in r]
+        ceilings = [r["ratio_ceiling"] for r in rows if "ratio_ceiling" in r]
         return {
             "model": head.get("model"),
             "batch": head.get("batch"),
@@ -184,9 +185,12 @@ class _Run:
             "mlx_images_per_s": head.get("mlx_images_per_s"),
             "bridge_images_per_s": head.get("bridge_images_per_s"),
             "ratio": head.get("ratio"),
+            "ratio_ceiling": head.get("ratio_ceiling"),
             "mlx_peak_fraction": head.get("mlx_peak_fraction"),
             "peak_gflops": head.get("peak_gflops"),
             "min_ratio": min(ratios) if ratios else None,
+            # No row's ratio can pass its ceiling, so the lowest ratio cannot pass the lowest.
+            "min_ratio_ceiling": min(ceilings) if ceilings else None,
             "peak_row": _find_row(rows, *cfg.peak_row) or None,
             "rows": rows,
             "half": half,
