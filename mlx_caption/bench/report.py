@@ -40,6 +40,11 @@ CEILINGS = {
     "encoder.min_ratio": "encoder.min_ratio_ceiling",
     "encoder.ratio": "encoder.ratio_ceiling",
 }
+CEILING_NOTE = (
+    "Ceiling here: the best value this machine allows, where the run measures one. An encoder "
+    "ratio cannot pass torch's time over the time MLX would take at its own float32 matmul "
+    "peak (the encoder's FLOPs are all matmuls)."
+)
 
 
 def lookup(results: dict[str, Any], dotted: str) -> Any:
@@ -127,54 +132,46 @@ def _header(results: dict[str, Any]) -> list[str]:
     sysinfo = results.get("system", {})
     v = sysinfo.get("versions", {})
     blas = sysinfo.get("blas", {})
-    return (
+    lines = [
+        "# mlx-caption benchmark: pure MLX against PyTorch",
+        "",
+        f"- when: {sysinfo.get('time')}, {results.get('run', 'full')} run, "
+        f"{results.get('elapsed_s', 0):.0f} s",
+        f"- device: {sysinfo.get('device')} · CPU: {sysinfo.get('cpu_model')} "
+        f"({sysinfo.get('cpu_count')} cores) · {sysinfo.get('platform')}",
+        f"- MLX {v.get('mlx')} · torch {v.get('torch')} · transformers {v.get('transformers')}",
+        f"- BLAS for MLX: {blas.get('loaded') or blas.get('reason')} · torch's BLAS: "
+        f"{'its own (libtorch_cpu loaded first)' if blas.get('torch_own') else 'not checked'}"
+        f" · malloc (both sides, one process): {sysinfo.get('malloc', 'glibc defaults')}",
+        f"- threads: torch {sysinfo.get('threads', {}).get('torch')}; "
+        f"load average at start {sysinfo.get('load_average')}, at end {results.get('load_end')}",
+        "",
+        *(
+            f"- section `{name}` taken from the {m.get('run')} run of {m.get('time')} "
+            f"(load average at start {m.get('load_average')}, at end {m.get('load_end')})"
+            for name, m in results.get("merged", {}).items()
+        ),
+        "",
+        "Every figure is the median of several timed repeats after warm-up; the MLX and torch",
+        "sides (and the matmul peak) are timed in alternation, so their ratios hold even on a",
+        "busy machine where absolute numbers move.",
+        "",
+        "## Goals",
+        "",
+    ] + _table(
+        ["goal", "measured", "target", "met", "ceiling here"],
         [
-            "# mlx-caption benchmark: pure MLX against PyTorch",
-            "",
-            f"- when: {sysinfo.get('time')}, {results.get('run', 'full')} run, "
-            f"{results.get('elapsed_s', 0):.0f} s",
-            f"- device: {sysinfo.get('device')} · CPU: {sysinfo.get('cpu_model')} "
-            f"({sysinfo.get('cpu_count')} cores) · {sysinfo.get('platform')}",
-            f"- MLX {v.get('mlx')} · torch {v.get('torch')} · transformers {v.get('transformers')}",
-            f"- BLAS for MLX: {blas.get('loaded') or blas.get('reason')} · torch's BLAS: "
-            f"{'its own (libtorch_cpu loaded first)' if blas.get('torch_own') else 'not checked'}"
-            f" · malloc (both sides, one process): {sysinfo.get('malloc', 'glibc defaults')}",
-            f"- threads: torch {sysinfo.get('threads', {}).get('torch')}; "
-            f"load average at start {sysinfo.get('load_average')}, at end {results.get('load_end')}",
-            "",
-            *(
-                f"- section `{name}` taken from the {m.get('run')} run of {m.get('time')} "
-                f"(load average at start {m.get('load_average')}, at end {m.get('load_end')})"
-                for name, m in results.get("merged", {}).items()
-            ),
-            "",
-            "Every figure is the median of several timed repeats after warm-up; the MLX and torch",
-            "sides (and the matmul peak) are timed in alternation, so their ratios hold even on a",
-            "busy machine where absolute numbers move.",
-            "",
-            "## Goals",
-            "",
-        ]
-        + _table(
-            ["goal", "measured", "target", "met", "ceiling here"],
             [
-                [
-                    g["what"],
-                    g["value"],
-                    f"{'>=' if g.get('kind') != 'max' else '<='} {g['goal']}",
-                    g["met"],
-                    g.get("ceiling"),
-                ]
-                for g in results.get("goals", [])
-            ],
-        )
-        + [
-            "Ceiling here: the best value this machine allows, where the run measures one. An "
-            "encoder ratio cannot pass torch's time over the time MLX would take at its own "
-            "float32 matmul peak (the encoder's FLOPs are all matmuls).",
-            "",
-        ]
+                g["what"],
+                g["value"],
+                f"{'>=' if g.get('kind') != 'max' else '<='} {g['goal']}",
+                g["met"],
+                g.get("ceiling"),
+            ]
+            for g in results.get("goals", [])
+        ],
     )
+    return lines + [CEILING_NOTE, ""]
 
 
 def _encoder_md(enc: dict[str, Any]) -> list[str]:
