@@ -95,7 +95,7 @@ def test_goals_from_results():
             "min_ratio_ceiling": 1.1,
             "mlx_peak_fraction": 0.4,
             "peak_row": {"mlx_peak_fraction": 0.8},
-        },  # fmt: skip
+        },
         "decode": {"kv_cache_speedup": 3.2},
         "train": {"compile_speedup": float("nan")},
         "memory": {"fractions": {"16": 0.7, "32": 0.55}},
